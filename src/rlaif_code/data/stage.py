@@ -1,0 +1,98 @@
+"""The data stage: pick the examples, split them, and write prompts and targets.
+
+Output (in `out_dir`): `train.jsonl` and `eval.jsonl`, one example per line with
+its `prompt` and `target`, plus `stage.json` carrying this config.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rlaif_code.artifacts import InputError, atomic_write_jsonl, read_jsonl, stage_is_done, write_stage_record
+from rlaif_code.data.apibench import (
+    TRAIN_FILES,
+    Example,
+    load_api_database,
+    load_eval_examples,
+    load_examples,
+    split_pool,
+)
+from rlaif_code.data.prompts import PromptBuilder, build_target
+from rlaif_code.data.source import DataSource
+
+
+@dataclass
+class DataConfig:
+    hub: Literal["hf", "tf", "th"] = "th"
+    data: str | None = None  # Gorilla data dir; None: $RLAIF_DATA, else download into the cache
+    # pool: the paper's seeded 90/10 split of all available examples of the hub;
+    # given: the hub's own train/eval files; auto: given where a train file exists locally.
+    split: Literal["auto", "pool", "given"] = "auto"
+    train_file: str | None = None  # explicit files override the hub's
+    eval_file: str | None = None
+    eval_fraction: float = 0.1
+    seed: int = 0
+    max_train: int | None = None  # seeded subsets, for budgets
+    max_eval: int | None = None
+    retrieval: Literal["none", "oracle", "bm25"] = "none"
+    retrieval_top_k: int = 1
+    out_dir: str = "runs/default/data"
+
+
+def _subset(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
+    if limit is None or limit >= len(examples):
+        return examples
+    picked = random.Random(seed).sample(range(len(examples)), limit)
+    return [examples[i] for i in sorted(picked)]
+
+
+def select_examples(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
+    source = DataSource.resolve(cfg.data)
+    if cfg.train_file or cfg.eval_file:
+        if not (cfg.train_file and cfg.eval_file):
+            raise InputError("train_file and eval_file must be given together")
+        train, evals = load_examples(cfg.train_file, cfg.hub), load_examples(cfg.eval_file, cfg.hub)
+    else:
+        mode = cfg.split
+        if mode == "auto":
+            mode = "given" if source.has(TRAIN_FILES[cfg.hub]) else "pool"
+        if mode == "given":
+            train = load_examples(source.path(TRAIN_FILES[cfg.hub]), cfg.hub)
+            evals = load_eval_examples(source, cfg.hub)
+        else:
+            pool = load_eval_examples(source, cfg.hub)
+            if source.has(TRAIN_FILES[cfg.hub]) or source.downloads:
+                pool = load_examples(source.path(TRAIN_FILES[cfg.hub]), cfg.hub) + pool
+            train, evals = split_pool(pool, cfg.eval_fraction, cfg.seed)
+    train, evals = _subset(train, cfg.max_train, cfg.seed), _subset(evals, cfg.max_eval, cfg.seed + 1)
+    if not train or not evals:
+        raise InputError(f"empty split: {len(train)} train / {len(evals)} eval examples")
+    return train, evals
+
+
+def run(cfg: DataConfig) -> dict[str, Any]:
+    out = Path(cfg.out_dir)
+    if stage_is_done(out, "data", cfg):
+        return {"skipped": True}
+    train, evals = select_examples(cfg)
+    source = DataSource.resolve(cfg.data)
+    api_db = load_api_database(source, cfg.hub) if cfg.retrieval == "bm25" else None
+    builder = PromptBuilder(cfg.retrieval, api_db, cfg.retrieval_top_k)
+    for name, examples in (("train.jsonl", train), ("eval.jsonl", evals)):
+        atomic_write_jsonl(out / name, ({**e.to_dict(), "prompt": builder(e), "target": build_target(e)}
+                                        for e in examples))
+    metrics = {"n_train": len(train), "n_eval": len(evals),
+               "incomplete_train": sum(not e.complete for e in train)}
+    write_stage_record(out, "data", cfg, metrics=metrics, outputs=["train.jsonl", "eval.jsonl"])
+    return metrics
+
+
+def load_split(data_dir: str | Path, split: Literal["train", "eval"]) -> list[dict[str, Any]]:
+    """Rows written by the data stage: Example fields plus `prompt` and `target`."""
+    rows = read_jsonl(Path(data_dir) / f"{split}.jsonl")
+    if not rows:
+        raise InputError(f"{Path(data_dir) / f'{split}.jsonl'}: no examples")
+    return rows
