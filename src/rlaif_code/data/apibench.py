@@ -70,14 +70,16 @@ def load_api_database(source: DataSource, hub: str) -> list[dict[str, Any]]:
     return rows
 
 
-_INSTRUCTION_RE = re.compile(r"###Instruction:\s*(.*?)\s*(?=###Output:|$)", re.S)
+_INSTRUCTION_RE = re.compile(r"###\s*Instruction\s*:\s*(.*?)\s*(?=###\s*Output\s*:|$)", re.S)
+_OUTPUT_RE = re.compile(r"###\s*Output\s*:")
 
 
 def _split_gorilla_text(text: str) -> tuple[str, str]:
     """Instruction (with any ###Input: kept) and the text after the first ###Output:."""
     match = _INSTRUCTION_RE.search(text)
     instruction = match.group(1).strip() if match else ""
-    output = text.split("###Output:", 1)[1] if "###Output:" in text else ""
+    found = _OUTPUT_RE.search(text)
+    output = text[found.end():] if found else ""
     return instruction, output
 
 
@@ -110,7 +112,7 @@ def _example_from_row(row: dict[str, Any], *, hub: str, path: Path, lineno: int)
     text = row.get("code")
     if not isinstance(text, str):
         raise InputError(f"{path}:{lineno}: row has no string 'code' field")
-    if text.lstrip().startswith("###Instruction"):
+    if re.match(r"\s*###\s*Instruction", text):
         instruction, output = _split_gorilla_text(text)
     elif text.lstrip().startswith("{"):
         instruction, output = _split_torchhub_dict(text)

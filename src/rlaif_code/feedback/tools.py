@@ -1,0 +1,226 @@
+"""Tool checks: rubric questions that need no LLM because a program can verify them.
+
+Each check reads one answer (its parsed fields and raw text) and the example's
+reference, and says yes or no, with a short reason when it says no. Checks are
+registered in `TOOL_CHECKS`; a rubric question names one in its `by` field.
+
+| check | yes when |
+| --- | --- |
+| syntax | the code parses with Python's own parser (`ast.parse`) |
+| undefined_names | pyflakes finds no undefined name in the code |
+| imports_resolve | every imported top-level module is found in the evaluation environment (`importlib.util.find_spec`), and no module is used without being imported |
+| api_exists | the api_call matches some API of the hub's database (Gorilla's AST matching: not a hallucination) |
+| api_matches_reference | the api_call is the example's reference API, name and required arguments (`AstResult.exact`) |
+| domain_matches | the answer's domain is the reference API's domain (case and spacing ignored) |
+
+Generated code is never imported or run: imports are resolved by module name only,
+top-level names only, since `find_spec("a.b")` would import `a`. With
+`python_executable` set, names are resolved in that interpreter (the environment the
+code is evaluated in, e.g. the one `rlaif exec-env` builds), in one subprocess call.
+
+A check that cannot decide (pyflakes on code that does not parse) answers
+`unparseable`: the question is then left out of the score rather than counted twice
+against a syntax error. Code-reading checks answer no when the answer has no code.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Iterable
+
+from rlaif_code.evaluate.ast_match import AstMatcher, AstResult
+from rlaif_code.registry import Registry
+
+ToolCheck = Callable[["ToolContext"], tuple[str, str | None]]
+
+TOOL_CHECKS: Registry[ToolCheck] = Registry("tool check")
+
+# Conventional aliases: `np.array(...)` with no import is a missing `import numpy as np`.
+MODULE_ALIASES = {"np": "numpy", "pd": "pandas", "plt": "matplotlib", "tf": "tensorflow", "hub": "tensorflow_hub",
+                  "F": "torch", "nn": "torch"}
+
+_FENCE_RE = re.compile(r"^\s*```[\w+-]*\s*\n?|\n?\s*```\s*$")
+_IMPORT_LINE_RE = re.compile(r"^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Za-z_][\w., ]*))", re.M)
+
+
+def clean_code(code: str) -> str:
+    """The answer's code without Markdown fences."""
+    return _FENCE_RE.sub("", code or "").strip("\n")
+
+
+class ModuleResolver:
+    """Which top-level module names the evaluation environment can import, without importing them."""
+
+    def __init__(self, python_executable: str | None = None) -> None:
+        self.python_executable = python_executable
+        self._known: dict[str, bool] = {}
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        wanted = sorted({n for n in names if n.isidentifier()} - set(self._known))
+        if not wanted:
+            return
+        if self.python_executable is None:
+            import importlib.util
+
+            for name in wanted:
+                try:
+                    self._known[name] = importlib.util.find_spec(name) is not None
+                except (ImportError, ValueError):
+                    self._known[name] = False
+            return
+        script = ("import importlib.util, json, sys\n"
+                  "def found(n):\n"
+                  "    try:\n        return importlib.util.find_spec(n) is not None\n"
+                  "    except (ImportError, ValueError):\n        return False\n"
+                  "print(json.dumps({n: found(n) for n in json.load(sys.stdin)}))\n")
+        try:
+            done = subprocess.run([self.python_executable, "-c", script], input=json.dumps(wanted),
+                                  capture_output=True, text=True, timeout=120, check=True)
+        except (OSError, subprocess.SubprocessError) as err:
+            raise RuntimeError(f"cannot resolve module names with {self.python_executable}: {err}") from err
+        self._known.update(json.loads(done.stdout))
+
+    def exists(self, name: str) -> bool:
+        if name not in self._known:
+            self.prefetch([name])
+        return self._known.get(name, False)
+
+
+def imported_modules(code: str) -> list[str]:
+    """Top-level names of absolute imports; a regex stands in when the code does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        names = []
+        for match in _IMPORT_LINE_RE.finditer(code):
+            if match.group(1):
+                names.append(match.group(1).split(".")[0])
+            else:
+                for part in match.group(2).split(","):
+                    part = part.strip().split(" ")[0]
+                    if part:
+                        names.append(part.split(".")[0])
+        return list(dict.fromkeys(names))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module.split(".")[0])
+    return list(dict.fromkeys(names))
+
+
+def undefined_names(code: str) -> list[str] | None:
+    """Names pyflakes reports as undefined, or None when the code does not parse."""
+    from pyflakes import checker, messages
+
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    found = checker.Checker(tree, filename="<answer>").messages
+    undefined = (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport)
+    return list(dict.fromkeys(str(m.message_args[0]) for m in found if isinstance(m, undefined)))
+
+
+def _norm_domain(text: str) -> str:
+    return " ".join((text or "").lower().replace("_", " ").split()).strip(" .,'\"")
+
+
+@dataclass
+class ToolContext:
+    """What the tool checks see of one answer."""
+
+    text: str  # the answer after ###Output:
+    fields: dict[str, str]  # parsed domain, api_call, provider, explanation, code
+    reference: dict[str, Any]  # the example: reference_api, domain, hub, instruction
+    matcher: AstMatcher | None
+    resolver: ModuleResolver = field(default_factory=ModuleResolver)
+
+    @cached_property
+    def code(self) -> str:
+        return clean_code(self.fields.get("code", ""))
+
+    @cached_property
+    def ast_result(self) -> AstResult:
+        if self.matcher is None:
+            raise RuntimeError("API checks need the hub's API database (no matcher was given)")
+        return self.matcher.evaluate(self.text, self.reference.get("reference_api") or {})
+
+
+@TOOL_CHECKS.register("syntax")
+def check_syntax(ctx: ToolContext) -> tuple[str, str | None]:
+    if not ctx.code.strip():
+        return "no", "no code"
+    try:
+        ast.parse(ctx.code)
+    except SyntaxError as err:
+        return "no", f"line {err.lineno}: {err.msg}"
+    except ValueError as err:  # e.g. a null byte
+        return "no", str(err)
+    return "yes", None
+
+
+@TOOL_CHECKS.register("undefined_names")
+def check_undefined_names(ctx: ToolContext) -> tuple[str, str | None]:
+    if not ctx.code.strip():
+        return "no", "no code"
+    names = undefined_names(ctx.code)
+    if names is None:
+        return "unparseable", "the code does not parse"
+    if names:
+        return "no", "undefined: " + ", ".join(names)
+    return "yes", None
+
+
+@TOOL_CHECKS.register("imports_resolve")
+def check_imports_resolve(ctx: ToolContext) -> tuple[str, str | None]:
+    if not ctx.code.strip():
+        return "no", "no code"
+    imported = imported_modules(ctx.code)
+    ctx.resolver.prefetch(imported)
+    missing = [name for name in imported if not ctx.resolver.exists(name)]
+    if missing:
+        return "no", "not installed: " + ", ".join(missing)
+    # A module used but never imported is an import error too, one pyflakes sees as
+    # an undefined name.
+    unimported = []
+    for name in undefined_names(ctx.code) or []:
+        if name in MODULE_ALIASES or ctx.resolver.exists(name):
+            unimported.append(name)
+    if unimported:
+        return "no", "used without import: " + ", ".join(unimported)
+    return "yes", None
+
+
+@TOOL_CHECKS.register("api_exists")
+def check_api_exists(ctx: ToolContext) -> tuple[str, str | None]:
+    result = ctx.ast_result
+    if result.matched_index is None:
+        return "no", ("no api_call" if result.api_call is None else "matches no API in the database")
+    return "yes", None
+
+
+@TOOL_CHECKS.register("api_matches_reference")
+def check_api_matches_reference(ctx: ToolContext) -> tuple[str, str | None]:
+    if ctx.ast_result.exact:
+        return "yes", None
+    return "no", f"reference: {(ctx.reference.get('reference_api') or {}).get('api_call', '')}"
+
+
+@TOOL_CHECKS.register("domain_matches")
+def check_domain_matches(ctx: ToolContext) -> tuple[str, str | None]:
+    reference = (ctx.reference.get("reference_api") or {}).get("domain") or ctx.reference.get("domain") or ""
+    if _norm_domain(ctx.fields.get("domain", "")) == _norm_domain(reference) and reference:
+        return "yes", None
+    return "no", f"reference domain: {reference}"
+
+
+def run_check(name: str, ctx: ToolContext) -> tuple[str, str | None]:
+    return TOOL_CHECKS.get(name)(ctx)

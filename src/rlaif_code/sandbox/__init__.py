@@ -1,0 +1,1 @@
+"""Running generated code: an isolated sandbox, executability tiers, and the env it runs in."""
