@@ -127,3 +127,39 @@ def test_missing_file_in_data_dir_says_which_and_where_to_get_it(tmp_path):
     (tmp_path / "api").mkdir()
     with pytest.raises(InputError, match=r"torchhub_api\.jsonl.*raw\.githubusercontent\.com"):
         load_api_database(DataSource.resolve(tmp_path), "th")
+
+
+def test_download_into_cache_when_no_data_dir_is_given(tmp_path, monkeypatch, gorilla_data):
+    """The online path, against a real HTTP server on 127.0.0.1 laid out like Gorilla's repository."""
+    import functools
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    mirror = tmp_path / "mirror"
+    (mirror / "data" / "api").mkdir(parents=True)
+    shutil.copy(gorilla_data / "api" / "torchhub_api.jsonl", mirror / "data" / "api")
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(mirror)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.delenv("RLAIF_DATA")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("RLAIF_DATA_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+        source = DataSource.resolve(None)
+        assert len(load_api_database(source, "th")) == 94
+        assert len(load_api_database(DataSource.resolve(None), "th")) == 94  # second time: from the cache
+        assert requests == ["/data/api/torchhub_api.jsonl"]
+        assert (tmp_path / "cache" / "rlaif-code" / "gorilla" / "api" / "torchhub_api.jsonl").is_file()
+        with pytest.raises(InputError, match=r"cannot download .*torchhub_eval\.json.*Offline\?"):
+            source.path("apibench/torchhub_eval.json")  # not on the mirror: a clear error, no partial file
+        assert not list((tmp_path / "cache").rglob("*.part"))
+    finally:
+        server.shutdown()
+        server.server_close()

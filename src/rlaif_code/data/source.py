@@ -81,7 +81,9 @@ class DataSource:
                              "Gorilla's files into the cache)")
         if remote is None:
             raise InputError(f"missing data file {local} and no public source is known for '{relpath}'")
-        self._download(GORILLA_RAW + remote, local)
+        # RLAIF_DATA_URL points at a mirror with the same layout as Gorilla's repository.
+        base = os.environ.get("RLAIF_DATA_URL", GORILLA_RAW).rstrip("/") + "/"
+        self._download(base + remote, local)
         return local
 
     @staticmethod
