@@ -22,8 +22,6 @@ def gorilla_data() -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _data_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Stages resolve data through $RLAIF_DATA; point every test at the shared copy so
-    # no test ever tries to download.
-    monkeypatch.setenv("RLAIF_DATA", str(gorilla_dir()))
+# Stages resolve data through $RLAIF_DATA; point every test (and module-scoped fixture)
+# at the shared copy so no test ever tries to download. Tests of the download path unset it.
+os.environ["RLAIF_DATA"] = str(gorilla_dir())

@@ -74,3 +74,12 @@ def test_yaml_top_level_must_be_a_mapping(tmp_path):
 def test_missing_yaml_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(ToyConfig, tmp_path / "nope.yaml")
+
+
+def test_exponent_notation_is_a_float_even_where_yaml_reads_a_string(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-5\n")
+    assert load_config(ToyConfig, path).lr == 1e-5
+    assert load_config(ToyConfig, None, ["lr=3e-4"]).lr == 3e-4
+    with pytest.raises(ConfigError, match="lr"):
+        load_config(ToyConfig, None, ["lr=fast"])
