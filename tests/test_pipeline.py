@@ -101,3 +101,13 @@ def test_unknown_key_in_a_section_is_named(tmp_path, capsys):
     path.write_text("sft:\n  learning_rat: 0.1\n")
     assert main(["run", "--config", str(path)]) == 2
     assert "sft.learning_rat" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["demo", "torchhub-cpu", "hf-cpu", "paper"])
+def test_shipped_configs_load(name):
+    from conftest import REPO_ROOT
+    from rlaif_code.config import load_config
+    from rlaif_code.pipeline import PipelineConfig
+
+    cfg = load_config(PipelineConfig, REPO_ROOT / "configs" / f"{name}.yaml")
+    assert cfg.run_dir == f"runs/{name}"
