@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 export RLAIF_DATA ?= $(abspath ../shared/gorilla)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install exec-env demo test bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,8 +21,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
-demo: install
-	$(VENV)/bin/rlaif eval --hub hf --responses $(RLAIF_DATA)/responses/response_huggingface_Gorilla_FT_0_shot.jsonl --out runs/demo/gorilla_ft_0_shot.json
+# Generated code runs in its own virtual environment, never the tool's (see README).
+EXEC_ENV ?= $(HOME)/.cache/rlaif-code/exec-env
+export RLAIF_EXEC_ENV ?= $(EXEC_ENV)
+
+$(EXEC_ENV)/exec_env.json: $(VENV)/.installed src/rlaif_code/sandbox/exec_packages.txt
+	$(VENV)/bin/rlaif exec-env --path $(EXEC_ENV)
+
+exec-env: $(EXEC_ENV)/exec_env.json
+
+demo: install exec-env
+	$(VENV)/bin/rlaif run --config configs/demo.yaml
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

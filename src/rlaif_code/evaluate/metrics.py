@@ -138,3 +138,5 @@ def codebleu_metric(items: list[EvalItem], ctx: EvalContext) -> MetricResult:
     extra = {"codebleu_dataflow_defaulted_to_1": dataflow_defaulted}
     return MetricResult(summary, {"codebleu": totals}, extra)
 
+
+from rlaif_code.evaluate import exec_metric as _exec_metric  # noqa: E402,F401  registers "exec"

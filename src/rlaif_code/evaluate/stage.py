@@ -36,6 +36,12 @@ class EvalConfig:
     per_domain: bool = True
     show_table: bool = True
     label: str = ""  # name shown in tables and reports (default: the responses file's name)
+    exec: bool = False  # executability in the sandbox (evaluate/exec_metric.py; needs `rlaif exec-env`)
+    exec_tier: Literal["parse", "static", "run"] = "run"
+    exec_mode: Literal["hermetic", "real"] = "hermetic"
+    exec_workers: int = 2
+    exec_env: str | None = None  # exec env dir; None: $RLAIF_EXEC_ENV, else ~/.cache/rlaif-code/exec-env
+    exec_timeout: float = 20.0  # seconds per snippet
 
 
 def load_eval_set(cfg: EvalConfig, source: DataSource) -> list[Example]:
@@ -107,7 +113,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     per_item: dict[str, list[Any]] = {}
     extra: dict[str, Any] = {}
     timings = {}
-    for name in cfg.metrics:
+    for name in [*cfg.metrics, *(["exec"] if cfg.exec and "exec" not in cfg.metrics else [])]:
         metric = METRICS.get(name)
         started = time.perf_counter()
         result = metric(items, ctx)

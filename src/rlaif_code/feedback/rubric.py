@@ -29,13 +29,23 @@ yes when every weight is 1). An answer with no answered question at all scores 0
 is rejected; the stage's summary counts those as `unscored`.
 
 Label. `accepted` when score >= threshold. The threshold is either absolute (default
-0.75: at least three quarters of the answered weight is yes, e.g. 6 of the 8 default
-questions, or 3 of the 4 tool questions when only tools answer), or a quantile of the
-batch's scores (`threshold_mode: quantile`, `threshold: 0.5` accepts the upper half,
-ties at the cut included). Why absolute by default: labels then mean the same thing in
-every run and do not depend on how good the batch was, so a better policy really does
-get more answers accepted; the quantile mode is there for when the reward model needs
-balanced classes from a batch that is mostly good or mostly bad.
+0.85) or a quantile of the batch's scores (`threshold_mode: quantile`; `threshold: 0.5`
+accepts the upper half, ties at the cut included; answers with no answered question
+take no part in the quantile).
+
+Why absolute 0.85 with the default rubric's weights (3 for imports, syntax, undefined
+names and calling the reference API; 1 for completeness, arguments, explanation and
+logic): one failed weight-3 check rejects an answer whether or not an LLM also answers
+(13/16 = 0.81 in the hybrid setting, 9/12 = 0.75 with tools alone), a syntax error
+rejects even though pyflakes then cannot decide on undefined names (10/13), and up to
+two "no" among the four judgement questions alone still accept (14/16 = 0.875): an
+answer must run and call the right API, the judge's softer opinions move it only at
+the margin. The paper counts plain yes answers; these weights are our choice, made so
+that the labels track what the evaluation measures (executability, AST accuracy,
+hallucination). An absolute threshold means the same in every run, so a better policy
+really gets more of its answers accepted; the quantile mode is there for when the
+reward model needs balanced classes from a batch that is mostly good or mostly bad.
+Check `accepted_fraction` in the stage summary either way.
 """
 
 from __future__ import annotations
@@ -91,6 +101,11 @@ class Rubric:
 
 def default_rubric_path() -> Path:
     return Path(str(resources.files("rlaif_code.feedback") / "default_rubric.yaml"))
+
+
+def judge_check_rubric_path() -> Path:
+    """Every tool-verifiable question: what `rlaif judge-check` asks by default."""
+    return Path(str(resources.files("rlaif_code.feedback") / "judge_check_rubric.yaml"))
 
 
 def _question(raw: Any, index: int, source: str, tool_names: Iterable[str]) -> Question:

@@ -29,7 +29,6 @@ import ast
 import json
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlaif_code.artifacts import InputError, atomic_write_json, read_json, stage_is_done, write_stage_record
+from rlaif_code.artifacts import (
+    InputError,
+    atomic_write_json,
+    file_sha256,
+    read_json,
+    stage_is_done,
+    write_stage_record,
+)
 
 PACKAGES_FILE = Path(__file__).with_name("exec_packages.txt")
 ENV_REPORT = "exec_env.json"
@@ -47,7 +54,7 @@ def default_env_path() -> Path:
 
 
 def resolve_env_path(path: str | Path | None) -> Path:
-    return Path(path).expanduser() if path else default_env_path()
+    return (Path(path).expanduser() if path else default_env_path()).absolute()
 
 
 def env_python(env_path: str | Path) -> Path:
@@ -107,17 +114,23 @@ def _pip(python: Path, args: list[str], timeout: float) -> subprocess.CompletedP
 
 
 def _tail(text: str, lines: int = 6) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+    """The end of pip's output, its ERROR lines first (its WARNINGs about the index say nothing)."""
+    kept = [line for line in text.strip().splitlines() if not line.startswith("WARNING:")]
+    errors = [line for line in kept if line.startswith("ERROR")]
+    return "\n".join((errors or kept)[-lines:])
 
 
 def run(cfg: ExecEnvConfig) -> dict[str, Any]:
     env_path = resolve_env_path(cfg.path)
     packages_file = Path(cfg.packages) if cfg.packages else PACKAGES_FILE
     packages = read_packages(packages_file)
+    packages_sha = file_sha256(packages_file)
     if stage_is_done(env_path, "exec-env", cfg) and env_python(env_path).exists():
         report = read_json(env_path / ENV_REPORT)
-        print(f"exec env already built at {env_path}")
-        return {"skipped": True, "path": str(env_path), "installed": len(report.get("installed", []))}
+        # An edited package list means installing again (pip keeps what is already there).
+        if report.get("packages_sha256") == packages_sha:
+            print(f"exec env already built at {env_path}")
+            return {"skipped": True, "path": str(env_path), "installed": len(report.get("installed", []))}
     started = time.monotonic()
     base_python = cfg.python or sys.executable
     if not env_python(env_path).exists():
@@ -148,6 +161,8 @@ def run(cfg: ExecEnvConfig) -> dict[str, Any]:
                     continue
                 if result.returncode == 0:
                     installed.append(requirement)
+                elif result.returncode < 0:
+                    failed[requirement] = f"pip was killed by signal {-result.returncode}"
                 else:
                     failed[requirement] = _tail(result.stdout + result.stderr, 4)
         finally:
@@ -161,6 +176,8 @@ def run(cfg: ExecEnvConfig) -> dict[str, Any]:
         "failed": failed,
         "unavailable": packages.unavailable,
         "freeze": versions,
+        "packages_file": str(packages_file),
+        "packages_sha256": packages_sha,
         "seconds": round(time.monotonic() - started, 1),
     }
     atomic_write_json(env_path / ENV_REPORT, report)

@@ -1,0 +1,320 @@
+"""The feedback stage: judge every sampled answer against a rubric, score it, label it.
+
+Input: the sample stage's `samples.jsonl` (example_id, sample_id, prompt, text, parsed,
+...) and the data stage's directory (`train.jsonl` / `eval.jsonl`), joined on
+example_id for the instruction, the reference API, the domain and the hub.
+
+Output (in `out_dir`): `feedback.jsonl`, one row per answer::
+
+    {example_id, sample_id, question_id, prompt, text, label: accepted|rejected,
+     score, raw_score, answers: {question_id: {answer: yes|no|unparseable, p_yes, by}}, ...}
+
+(`prompt`, `text` and `label` are what the reward stage reads), and `stage.json` with
+the config and a summary: label counts, the threshold used, yes rates and unparseable
+counts per question, requests sent, cache hits, tokens and estimated cost.
+
+Who answers: each rubric question names a tool check or `llm`; tool questions are
+answered by the tools, `llm` questions by the configured `judge` (`openai`, `hf`, or
+`tools` for none: see `rlaif_code.feedback.judges`). How answers become a score and a
+label, and why the default threshold is what it is: see `rlaif_code.feedback.rubric`.
+
+Resuming: LLM replies go to an SQLite cache (`cache_path`, default
+`<out_dir>/judge_cache.sqlite`) as they arrive. A run that is killed, or stops on a
+server error, loses nothing it was told; run it again and it asks only the rest. A
+finished stage with the same config is skipped outright.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rlaif_code.artifacts import (
+    InputError,
+    atomic_write_jsonl,
+    iter_jsonl,
+    read_stage_record,
+    stage_is_done,
+    write_stage_record,
+)
+from rlaif_code.feedback.cache import JudgeCache
+from rlaif_code.feedback.judges import Judge, JudgeError, JudgeSubject, ask_all, make_judge
+from rlaif_code.feedback.judges.hf_judge import HFJudgeConfig
+from rlaif_code.feedback.judges.openai_judge import OpenAIJudgeConfig
+from rlaif_code.feedback.rubric import (
+    Answer,
+    Question,
+    Rubric,
+    load_rubric,
+    score_answers,
+    threshold_value,
+)
+from rlaif_code.feedback.tools import ModuleResolver, ToolContext, imported_modules, run_check
+
+SAMPLE_FIELDS = ("example_id", "sample_id", "text")
+API_CHECKS = {"api_exists", "api_matches_reference"}
+
+
+@dataclass
+class ToolsConfig:
+    # The interpreter whose installed modules decide `imports_resolve`; None: this one.
+    python_executable: str | None = None
+
+
+@dataclass
+class FeedbackConfig:
+    samples: str = "runs/default/sample/samples.jsonl"
+    data_dir: str = "runs/default/data"  # the data stage's output: train.jsonl / eval.jsonl
+    data: str | None = None  # Gorilla data (API databases); None: $RLAIF_DATA, else the download cache
+    rubric: str | None = None  # None: the packaged default rubric
+    judge: str = "tools"  # who answers `llm` questions: tools (nobody), openai, hf
+    openai: OpenAIJudgeConfig = field(default_factory=OpenAIJudgeConfig)
+    hf: HFJudgeConfig = field(default_factory=HFJudgeConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    judge_sees_reference: bool = True  # show the judge the reference API's documentation
+    threshold_mode: Literal["absolute", "quantile"] = "absolute"
+    threshold: float = 0.85
+    max_samples: int | None = None  # the first N answers only, for budgets
+    cache_path: str | None = None  # None: <out_dir>/judge_cache.sqlite
+    out_dir: str = "runs/default/feedback"
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    row: dict[str, Any]
+    lineno: int
+    fields: dict[str, str]
+    reference: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return str(self.row["example_id"]), str(self.row["sample_id"])
+
+
+def load_references(data_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """example_id -> the data stage's row, from train.jsonl and eval.jsonl (whichever exist)."""
+    data_dir = Path(data_dir)
+    files = [data_dir / name for name in ("train.jsonl", "eval.jsonl") if (data_dir / name).is_file()]
+    if not files:
+        raise InputError(f"no train.jsonl or eval.jsonl in {data_dir} (data_dir: the data stage's out_dir)")
+    refs: dict[str, dict[str, Any]] = {}
+    for path in files:
+        for lineno, row in iter_jsonl(path):
+            if "example_id" not in row:
+                raise InputError(f"{path}:{lineno}: missing field 'example_id'")
+            refs[str(row["example_id"])] = row
+    return refs
+
+
+def load_samples(path: str | Path, references: dict[str, dict[str, Any]], data_dir: str | Path,
+                 limit: int | None = None) -> list[Sample]:
+    from rlaif_code.data.parse import FIELDS, parse_output
+
+    path = Path(path)
+    samples: list[Sample] = []
+    seen: dict[tuple[str, str], int] = {}
+    for lineno, row in iter_jsonl(path):
+        for name in SAMPLE_FIELDS:
+            if name not in row or row[name] is None:
+                raise InputError(f"{path}:{lineno}: missing field '{name}'")
+        if not isinstance(row["text"], str):
+            raise InputError(f"{path}:{lineno}: field 'text' must be a string")
+        example_id = str(row["example_id"])
+        reference = references.get(example_id)
+        if reference is None:
+            raise InputError(f"{path}:{lineno}: example_id '{example_id}' is not in {data_dir}/train.jsonl "
+                             "or eval.jsonl (were the samples made from another data run?)")
+        parsed = row.get("parsed")
+        if parsed is not None and not isinstance(parsed, dict):
+            raise InputError(f"{path}:{lineno}: field 'parsed' must be an object")
+        fields = ({name: str(parsed.get(name) or "") for name in FIELDS} if parsed
+                  else parse_output(row["text"]).fields)
+        sample = Sample(row=row, lineno=lineno, fields=fields, reference=reference)
+        if sample.key in seen:
+            raise InputError(f"{path}:{lineno}: (example_id, sample_id) = {sample.key} already on line "
+                             f"{seen[sample.key]}")
+        seen[sample.key] = lineno
+        samples.append(sample)
+        if limit is not None and len(samples) >= limit:
+            break
+    if not samples:
+        raise InputError(f"{path}: no samples")
+    return samples
+
+
+def matchers_for(samples: list[Sample], rubric_checks: set[str], data: str | None) -> dict[str, Any]:
+    """One AstMatcher per hub the samples use, if any question needs the API database."""
+    if not rubric_checks & API_CHECKS:
+        return {}
+    from rlaif_code.data.apibench import load_api_database
+    from rlaif_code.data.source import DataSource
+    from rlaif_code.evaluate.ast_match import AstMatcher
+
+    source = DataSource.resolve(data)
+    hubs = sorted({str(s.reference.get("hub") or "") for s in samples})
+    if "" in hubs:
+        raise InputError("a data row has no 'hub'; API checks need it to pick the API database")
+    return {hub: AstMatcher(load_api_database(source, hub), hub) for hub in hubs}
+
+
+def tool_contexts(samples: list[Sample], checks: set[str], data: str | None,
+                  python_executable: str | None) -> list[ToolContext]:
+    matchers = matchers_for(samples, checks, data)
+    resolver = ModuleResolver(python_executable)
+    contexts = [ToolContext(text=s.row["text"], fields=s.fields, reference=s.reference,
+                            matcher=matchers.get(str(s.reference.get("hub"))), resolver=resolver)
+                for s in samples]
+    if "imports_resolve" in checks:  # one lookup (one subprocess at most) for every name
+        resolver.prefetch(name for ctx in contexts for name in imported_modules(ctx.code))
+    return contexts
+
+
+def tool_answers(ctx: ToolContext, questions: list[Question]) -> dict[str, Answer]:
+    out = {}
+    for q in questions:
+        answer, detail = run_check(q.by, ctx)
+        out[q.id] = Answer(answer=answer, p_yes=None, by=f"tool:{q.by}", detail=detail)  # type: ignore[arg-type]
+    return out
+
+
+def judge_subject(sample: Sample, sees_reference: bool) -> JudgeSubject:
+    instruction = sample.reference.get("instruction") or sample.row.get("prompt") or ""
+    return JudgeSubject(instruction=instruction, answer_text=sample.row["text"],
+                        reference_api=(sample.reference.get("reference_api") or None) if sees_reference else None)
+
+
+def llm_answers(judge: Judge, cache: JudgeCache | None, samples: list[Sample], questions: list[Question],
+                sees_reference: bool) -> list[dict[str, Answer]]:
+    """Each sample's answers to `questions` from the judge, through the cache."""
+    if not questions or not judge.asks_llm:
+        return [{} for _ in samples]
+    per_sample = [judge.requests_for(judge_subject(s, sees_reference), questions) for s in samples]
+    replies = ask_all(judge, cache, [req for reqs in per_sample for req in reqs])
+    by = f"{judge.kind}:{judge.model}"
+    out = []
+    for reqs in per_sample:
+        answers: dict[str, Answer] = {}
+        for req in reqs:
+            reply = replies[req.key]
+            for qid in req.question_ids:
+                got = reply["answers"].get(qid) or {"answer": "unparseable", "p_yes": None}
+                detail = reply.get("raw") if got["answer"] == "unparseable" else None
+                answers[qid] = Answer(answer=got["answer"], p_yes=got.get("p_yes"), by=by, detail=detail)
+        out.append(answers)
+    return out
+
+
+def record_config(cfg: Any) -> Any:
+    """The config as stored in stage.json: an API key given in the config is not written out."""
+    if getattr(cfg.openai, "api_key", None):
+        return dataclasses.replace(cfg, openai=dataclasses.replace(cfg.openai, api_key="***"))
+    return cfg
+
+
+def cache_for(cfg: Any) -> JudgeCache:
+    return JudgeCache(cfg.cache_path or Path(cfg.out_dir) / "judge_cache.sqlite")
+
+
+# -- the stage ---------------------------------------------------------------------------
+
+
+def _summary(rubric: Rubric, rows: list[dict[str, Any]], threshold: float, cfg: FeedbackConfig) -> dict[str, Any]:
+    labels = Counter(row["label"] for row in rows)
+    yes: Counter[str] = Counter()
+    answered: Counter[str] = Counter()
+    unparseable: Counter[str] = Counter()
+    for row in rows:
+        for qid, ans in row["answers"].items():
+            if ans["answer"] == "unparseable":
+                unparseable[qid] += 1
+            else:
+                answered[qid] += 1
+                yes[qid] += ans["answer"] == "yes"
+    n = len(rows)
+    return {
+        "n_answers": n,
+        "accepted": labels["accepted"],
+        "rejected": labels["rejected"],
+        "accepted_fraction": labels["accepted"] / n if n else 0.0,
+        "threshold_mode": cfg.threshold_mode,
+        "threshold": threshold,
+        "mean_score": sum(row["score"] for row in rows) / n if n else 0.0,
+        "unscored": sum(row["n_answered"] == 0 for row in rows),
+        "unparseable": sum(unparseable.values()),
+        "unparseable_by_question": {q.id: unparseable[q.id] for q in rubric.questions},
+        "yes_rate_by_question": {q.id: (yes[q.id] / answered[q.id] if answered[q.id] else None)
+                                 for q in rubric.questions},
+        "skipped_llm_questions": [q.id for q in rubric.llm_questions] if cfg.judge == "tools" else [],
+    }
+
+
+def run(cfg: FeedbackConfig) -> dict[str, Any]:
+    out = Path(cfg.out_dir)
+    recorded = record_config(cfg)
+    if stage_is_done(out, "feedback", recorded):
+        record = read_stage_record(out) or {}
+        return {**record.get("metrics", {}), "skipped": True}
+    rubric = load_rubric(cfg.rubric)
+    judge = make_judge(cfg.judge, cfg)
+    references = load_references(cfg.data_dir)
+    samples = load_samples(cfg.samples, references, cfg.data_dir, cfg.max_samples)
+
+    checks = {q.by for q in rubric.tool_questions}
+    contexts = tool_contexts(samples, checks, cfg.data, cfg.tools.python_executable)
+    tool_results = [tool_answers(ctx, rubric.tool_questions) for ctx in contexts]
+
+    cache = cache_for(cfg) if judge.asks_llm and rubric.llm_questions else None
+    try:
+        llm_results = llm_answers(judge, cache, samples, rubric.llm_questions, cfg.judge_sees_reference)
+    finally:
+        judge.close()
+        cache_stats = {"cache_hits": cache.hits, "cache_misses": cache.misses} if cache else {}
+        if cache is not None:
+            cache.close()
+
+    rows = []
+    for sample, tools_part, llm_part in zip(samples, tool_results, llm_results):
+        answers = {**tools_part, **llm_part}
+        scored = score_answers(rubric, answers)
+        rows.append({
+            "example_id": sample.row["example_id"],
+            "sample_id": sample.row["sample_id"],
+            "question_id": sample.row.get("question_id"),
+            "prompt": sample.row.get("prompt") or sample.reference.get("prompt", ""),
+            "text": sample.row["text"],
+            "score": scored.score,
+            "raw_score": scored.raw_score,
+            "n_answered": scored.n_answered,
+            "n_unparseable": scored.n_unparseable,
+            "answers": {q.id: answers[q.id].to_dict() for q in rubric.questions if q.id in answers},
+        })
+    # Answers nobody scored get no vote in a quantile threshold.
+    threshold = threshold_value([r["score"] for r in rows if r["n_answered"]], cfg.threshold_mode, cfg.threshold)
+    for row in rows:
+        row["label"] = "accepted" if row["n_answered"] and row["score"] >= threshold else "rejected"
+
+    atomic_write_jsonl(out / "feedback.jsonl", rows)
+    metrics = {**_summary(rubric, rows, threshold, cfg), "rubric": rubric.source, "judge": cfg.judge,
+               **cache_stats, "judge_stats": judge.stats.to_dict()}
+    write_stage_record(out, "feedback", recorded, metrics=metrics, outputs=["feedback.jsonl"])
+    return metrics
+
+
+def run_from_cli(cfg: Any, args: Any, runner: Any = None) -> int:
+    """CLI entry: a judge that cannot get its answers is a clean error, not a traceback."""
+    import json
+    import sys
+
+    try:
+        metrics = (runner or run)(cfg)
+    except JudgeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
