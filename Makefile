@@ -11,6 +11,10 @@ PYTEST_ARGS ?=
 .PHONY: install exec-env demo test bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
+	# The sandbox isolates generated code with bubblewrap (util-linux unshare is the fallback).
+	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq bubblewrap); } || \
+	  echo "warning: install bubblewrap (bwrap) for the executability sandbox"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
@@ -25,8 +29,10 @@ install: $(VENV)/.installed
 EXEC_ENV ?= $(HOME)/.cache/rlaif-code/exec-env
 export RLAIF_EXEC_ENV ?= $(EXEC_ENV)
 
+# The demo's TorchHub answers need only the required packages; `rlaif exec-env` without
+# --optional false adds the long tail (TensorFlow and more, ~20 minutes to install).
 $(EXEC_ENV)/exec_env.json: $(VENV)/.installed src/rlaif_code/sandbox/exec_packages.txt
-	$(VENV)/bin/rlaif exec-env --path $(EXEC_ENV)
+	$(VENV)/bin/rlaif exec-env --path $(EXEC_ENV) --optional false
 
 exec-env: $(EXEC_ENV)/exec_env.json
 

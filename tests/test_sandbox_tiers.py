@@ -292,5 +292,6 @@ def test_known_hub_ids_from_the_api_database(gorilla_data: Path) -> None:
 
     known = known_hub_ids(DataSource.resolve(gorilla_data))
     assert {"YituTech/conv-bert-base", "dmis-lab/biobert-v1.1"} <= set(known["hf"])
+    assert "Sahajtomar/German_Zeroshot" in known["hf"]  # named only inside its api_name call
     assert "resnet18" in known["th"]["pytorch/vision"] and "slow_r50" in known["th"]["facebookresearch/pytorchvideo"]
     assert "https://tfhub.dev/google/universal-sentence-encoder/4" in known["tf"]

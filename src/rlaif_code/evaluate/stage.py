@@ -41,7 +41,7 @@ class EvalConfig:
     exec_mode: Literal["hermetic", "real"] = "hermetic"
     exec_workers: int = 2
     exec_env: str | None = None  # exec env dir; None: $RLAIF_EXEC_ENV, else ~/.cache/rlaif-code/exec-env
-    exec_timeout: float = 20.0  # seconds per snippet
+    exec_timeout: float = 60.0  # seconds per snippet (each imports torch/transformers afresh)
 
 
 def load_eval_set(cfg: EvalConfig, source: DataSource) -> list[Example]:

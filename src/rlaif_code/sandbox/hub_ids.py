@@ -21,7 +21,8 @@ _URL = re.compile(r"""https?://(?:tfhub\.dev|www\.kaggle\.com/models|kaggle\.com
 
 
 def _texts(entry: dict[str, Any]) -> list[str]:
-    texts = [str(entry.get("api_call") or "")]
+    # Some entries name the API by a call (`api_name`: "AutoModel.from_pretrained('org/x')").
+    texts = [str(entry.get("api_call") or ""), str(entry.get("api_name") or "")]
     example = entry.get("example_code")
     if isinstance(example, list):
         texts.extend(str(line) for line in example)
