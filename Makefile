@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 export RLAIF_DATA ?= $(abspath ../shared/gorilla)
 PYTEST_ARGS ?=
+# llama-cpp-python (the judge tests' server) builds from source: only the library and
+# the CPU backend; pip caches the built wheel for the next install.
+export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 .PHONY: install exec-env demo test bench clean
 

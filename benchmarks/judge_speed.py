@@ -104,6 +104,11 @@ def judge_check(server: LlamaCppServer, work: Path, n: int, seed: int, questions
             row = json.loads(line)
             example_id = f"huggingface_eval:{row['question_id']}"  # question_id = line in huggingface_eval.json
             text = row.get("text") or ""
+            # The release stored each answer JSON-encoded once too often: besides the
+            # escaped newlines (undone by parse_output) nearly every text ends in a stray
+            # closing quote, which would make every code field a syntax error.
+            if text.endswith('"') and text.count('"') % 2 == 1:
+                text = text[:-1]
             out.write(json.dumps({"example_id": example_id, "question_id": row["question_id"], "sample_id": 0,
                                   "prompt": prompts[example_id], "text": text,
                                   "parsed": parse_output(text).fields}) + "\n")

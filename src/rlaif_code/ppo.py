@@ -429,9 +429,8 @@ class PolicyWithValue(nn.Module):
         return logits, self.value_head(hidden).squeeze(-1).float()  # (n, V), (n,)
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """One token per row from softmax(logits / temperature), nucleus-truncated when top_p < 1."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+def sample_tokens(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """One token per row from `probs` (b, V), nucleus-truncated when top_p < 1."""
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest prefix reaching top_p
@@ -472,11 +471,12 @@ def sample_answers(policy: nn.Module, queries: torch.Tensor, query_mask: torch.T
                           past_key_values=cache, use_cache=True)
         cache = output.past_key_values
         hidden = output.last_hidden_state[:, -1]  # (b, H): the state before token t
-        logits = lm_head(hidden).float() / temperature  # (b, V)
-        tokens = sample_tokens(logits, 1.0, top_p)  # (b,)
+        log_probs = torch.log_softmax(lm_head(hidden).float() / temperature, dim=-1)  # (b, V)
+        probs = log_probs.exp()
+        tokens = sample_tokens(probs, top_p)  # (b,)
         out[active, t] = tokens
-        logprobs[active, t] = token_logprobs(logits, tokens)
-        entropy[active, t] = token_entropy(logits)
+        logprobs[active, t] = log_probs.gather(-1, tokens[:, None]).squeeze(1)
+        entropy[active, t] = -(probs * log_probs).sum(-1)
         if value_head is not None:
             values[active, t] = value_head(hidden).squeeze(-1).float()
         # stop strings are looked for in the answer only (the prompt holds "###Instruction" itself)
