@@ -298,7 +298,8 @@ def test_ppo_learns_a_toy_reward_with_bounded_kl(tmp_path):
     rewards = [r["reward_mean"] for r in rows]
     kls = [r["kl"] for r in rows]
     start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    print(f"toy reward: first 5 steps {start:.2f} -> last 5 steps {end:.2f}; KL last 5 {sum(kls[-5:]) / 5:.2f}")
+    print(f"toy reward: first 5 steps {start:.2f} -> last 5 steps {end:.2f}; KL last 5 {sum(kls[-5:]) / 5:.2f}\n"
+          f"  reward every 5th step {[round(r, 1) for r in rewards[::5]]}\n  KL {[round(k, 1) for k in kls[::5]]}")
     assert end > start + 2.0, rewards
     assert max(kls[-10:]) < 30.0, kls  # a collapsed policy (one token always) would be at ~77 nats
     assert all(math.isfinite(r["policy_loss"]) and math.isfinite(r["value_loss"]) for r in rows)

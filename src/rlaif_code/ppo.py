@@ -124,7 +124,7 @@ class PPOConfig:
     save_every: int = 20  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 2
     log_every: int = 1  # steps between console / TensorBoard lines (metrics.jsonl gets every step)
-    # Forward passes lay sequences end to end without padding, up to this many tokens per row
+    # Forward passes lay sequences end to end without padding, at most this many tokens per row
     # (0: padded rows). Architectures that ignore packed position ids fall back to padding.
     pack_tokens: int = 512
     # generation: old log-probs and (shared-head) values are those the sampler computed, with the
@@ -330,26 +330,40 @@ def padded_inputs(ids: torch.Tensor, attention: torch.Tensor, context_length: in
     return ForwardInputs(ids, position_ids_for(attention), attention, flat[answer_mask[:, :answer_width]])
 
 
-def packed_inputs(ids: torch.Tensor, attention: torch.Tensor, context_length: int, answer_mask: torch.Tensor,
-                  row_tokens: int) -> ForwardInputs:
-    """Padding-free layout: each sequence's real tokens end to end, several sequences per row.
+def attention_cost(config: Any) -> float:
+    """FLOPs of one (query, key) pair of attention relative to one token through a layer's
+    weight matrices: 4 * hidden / (2 * (4 * hidden^2 + 3 * hidden * intermediate)) for a Llama block."""
+    hidden = config.hidden_size
+    return 2.0 / (4 * hidden + 3 * getattr(config, "intermediate_size", 4 * hidden))
 
-    Positions restart at 0 for each sequence and no attention mask is passed, which
-    transformers turns into a block-diagonal causal mask: each sequence sees only itself.
-    PPO batches are ragged (answers end at different lengths), so this skips the padding
-    a rectangular batch would compute. Rows hold about `row_tokens` tokens (attention cost
-    grows with the square of a row's length) and are balanced, longest sequence first into
-    the emptiest row, since every row is as wide as the fullest one.
-    """
-    lengths = attention.sum(1).tolist()
-    n_bins = min(len(lengths), max(1, -(-sum(lengths) // row_tokens)))
+
+def _balanced_bins(lengths: list[int], n_bins: int) -> tuple[list[list[int]], int]:
+    """Longest sequence first into the emptiest row; (rows, width of the fullest row)."""
     bins: list[list[int]] = [[] for _ in range(n_bins)]
     loads = [0] * n_bins
     for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
         emptiest = min(range(n_bins), key=loads.__getitem__)
         bins[emptiest].append(row)
         loads[emptiest] += lengths[row]
-    width = max(loads)
+    return bins, max(loads)
+
+
+def packed_inputs(ids: torch.Tensor, attention: torch.Tensor, context_length: int, answer_mask: torch.Tensor,
+                  row_tokens: int, pair_cost: float = 3e-4) -> ForwardInputs:
+    """Padding-free layout: each sequence's real tokens end to end, several sequences per row.
+
+    Positions restart at 0 for each sequence and no attention mask is passed, which
+    transformers turns into a block-diagonal causal mask: each sequence sees only itself.
+    PPO batches are ragged (answers end at different lengths), so this skips the padding
+    a rectangular batch would compute. Every row is as wide as the fullest, and attention
+    costs the square of a row's width (`pair_cost`, see `attention_cost`), so the number of
+    rows is chosen to minimise rows * width * (1 + pair_cost * width), rows of at most
+    `row_tokens` tokens unless one sequence is longer.
+    """
+    lengths = attention.sum(1).tolist()
+    fewest = min(len(lengths), max(1, -(-sum(lengths) // row_tokens)))
+    layouts = [_balanced_bins(lengths, n) for n in range(fewest, len(lengths) + 1)]
+    bins, width = min(layouts, key=lambda layout: len(layout[0]) * layout[1] * (1 + pair_cost * layout[1]))
     device = ids.device
     # Filler past a row's last sequence sits at position 0: each filler token is a sequence of its own.
     packed_ids = torch.zeros((len(bins), width), dtype=torch.long, device=device)
@@ -370,9 +384,9 @@ def packed_inputs(ids: torch.Tensor, attention: torch.Tensor, context_length: in
 
 
 def forward_inputs(ids: torch.Tensor, attention: torch.Tensor, context_length: int, answer_mask: torch.Tensor,
-                   pack_tokens: int) -> ForwardInputs:
+                   pack_tokens: int, pair_cost: float = 3e-4) -> ForwardInputs:
     if pack_tokens > 0:
-        return packed_inputs(ids, attention, context_length, answer_mask, pack_tokens)
+        return packed_inputs(ids, attention, context_length, answer_mask, pack_tokens, pair_cost)
     return padded_inputs(ids, attention, context_length, answer_mask)
 
 
@@ -808,7 +822,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     # Built once: it precomputes a table over the whole vocabulary (generate(stop_strings=...)
     # rebuilds it on every call: its cache misses because get_vocab() order varies).
     stopping = StopStringCriteria(tokenizer, stop_strings())
-    pack_tokens = cfg.pack_tokens
+    pack_tokens, pair_cost = cfg.pack_tokens, attention_cost(unwrapped.policy.config)
     if pack_tokens and not packing_keeps_sequences_apart(unwrapped.policy):
         accelerator.print(f"{cfg.policy}: this architecture ignores packed position ids; using padded rows")
         pack_tokens = 0
@@ -890,7 +904,8 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
             for start in range(0, b_mask.shape[0], micro_size):
                 rows = slice(start, start + micro_size)
                 mb_mask = b_mask[rows]  # (b, T)
-                inputs = forward_inputs(b_query_responses[rows], b_attention[rows], context_length, mb_mask, pack_tokens)
+                inputs = forward_inputs(b_query_responses[rows], b_attention[rows], context_length, mb_mask,
+                                        pack_tokens, pair_cost)
                 tokens = b_responses[rows][mb_mask]  # (n,) answer tokens
                 if recompute:
                     logits, values = unwrapped(*inputs.as_args())  # (n, V), (n,)
@@ -931,7 +946,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
                     with accelerator.accumulate(model):
                         mb_mask = b_mask[mb_inds]  # (b, T)
                         inputs = forward_inputs(b_query_responses[mb_inds], b_attention[mb_inds], context_length,
-                                                mb_mask, pack_tokens)
+                                                mb_mask, pack_tokens, pair_cost)
                         logits, mb_new_values = model(*inputs.as_args())  # (n, V), (n,) over answer tokens
                         mb_new_logprobs = token_logprobs(logits.float() / cfg.temperature,
                                                          b_responses[mb_inds][mb_mask])  # (n,)
