@@ -276,6 +276,20 @@ def test_sample_answers_drops_finished_rows_and_samples_from_the_policy():
     assert torch.allclose(values, rollout.values[answer_mask], atol=1e-5)
 
 
+def test_sample_tokens_draws_from_the_distribution_and_its_nucleus():
+    from rlaif_code.ppo import sample_tokens
+
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).repeat(20000, 1)
+    torch.manual_seed(0)
+    counts = torch.bincount(sample_tokens(probs, 1.0), minlength=4).float() / 20000
+    assert counts[1] == 0  # a zero-probability token is never drawn
+    assert torch.allclose(counts, probs[0], atol=0.015)
+    counts = torch.bincount(sample_tokens(probs, 0.75), minlength=4).float() / 20000
+    # top_p 0.75 keeps the smallest prefix (by probability) reaching 0.75: tokens 0 and 2, renormalised
+    assert counts[1] == 0 and counts[3] == 0
+    assert counts[0] == pytest.approx(0.5 / 0.8, abs=0.015)
+
+
 def test_prompt_indices_cover_each_pass_and_depend_only_on_step():
     seen = [i for step in range(1, 4) for i in prompt_indices(6, 2, step, seed=3)]
     assert sorted(seen) == list(range(6))  # three steps of 2 = one shuffled pass over 6 prompts

@@ -5,7 +5,7 @@ are `b_*`, minibatch tensors `mb_*`, shapes in comments; the maths (GAE, the cli
 losses, the KL penalty, the KL controller) are small functions tested on their own.
 
 Per step: sample prompts -> generate answers (left-padded prompts, KV cache, stop at
-an end token or a new "###Instruction") -> score = the reward model's logit on
+an end token or a new "###Instruction", `rlaif_code.models.stop_strings`) -> score = the reward model's logit on
 prompt + answer (or `reward_fn`) -> per-token reward = -kl_coef * (logp - ref_logp),
 plus the score on the answer's last token -> values -> GAE -> `ppo_epochs` over
 shuffled minibatches of the clipped surrogate + clipped value loss -> KL controller.
@@ -16,10 +16,12 @@ frozen copy or, with LoRA, the same network with its adapters disabled; referenc
 reward model run without gradients (bf16 on GPU); logits are computed only for answer
 tokens.
 
-Speed: PPO batches are ragged (answers end at different lengths). Decoding drops each
-row from the batch and the KV cache as it ends, and every forward pass packs the
-sequences end to end without padding (block-diagonal attention through restarting
-position ids; checked once per model, padded rows otherwise).
+Speed: the sampler's own logits and hidden states give the old log-probs, entropies and
+(shared-head) values, so a rollout needs no second policy pass (`rollout_logprobs:
+recompute` adds one for bit-exact old log-probs). PPO batches are ragged (answers end at
+different lengths): decoding drops each row from the batch and the KV cache as it ends,
+and forward passes pack the sequences end to end without padding (block-diagonal
+attention through restarting position ids; checked once per model, padded rows otherwise).
 
 Tokenizers: the reward model always reads text. Answers are decoded and scored as
 `prompt + answer` through `rlaif_code.reward.score_texts` with the reward model's own
@@ -449,7 +451,12 @@ def sample_tokens(probs: torch.Tensor, top_p: float) -> torch.Tensor:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest prefix reaching top_p
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-    return torch.multinomial(probs, 1).squeeze(1)
+    # Inverse CDF rather than torch.multinomial, which on CPU costs ~15x more over a 49k vocabulary
+    # (a noticeable share of a decoding step). The first index whose CDF exceeds u: a token of
+    # probability 0 owns an empty interval and is never drawn.
+    cdf = probs.double().cumsum(-1)  # (b, V)
+    u = torch.rand((probs.shape[0], 1), device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
 
 
 @dataclass
