@@ -130,6 +130,16 @@ def request_key(kind: str, model: str, messages: list[dict[str, str]], params: d
     return prompt_hash({"judge": kind, "model": model, "messages": messages, "params": params})
 
 
+def per_question_requests(kind: str, model: str, subject: JudgeSubject, questions: list[Question],
+                          params: dict[str, Any]) -> list[JudgeRequest]:
+    """One request per rubric question (the paper's way of asking), each with its cache key."""
+    out = []
+    for q in questions:
+        messages = question_messages(subject, q)
+        out.append(JudgeRequest(request_key(kind, model, messages, params), messages, [q.id]))
+    return out
+
+
 _LEAD_RE = re.compile(r"^[\s\"'`*_>#:.\-\[\(]*(?:(?:final\s+)?answer\s*[:\-]?\s*)?[\s\"'`*_]*", re.I)
 _WORD_RE = re.compile(r"\b(yes|no)\b", re.I)
 

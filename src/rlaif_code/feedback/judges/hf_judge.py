@@ -27,8 +27,7 @@ from rlaif_code.feedback.judges import (
     JudgeStats,
     JudgeSubject,
     OnResult,
-    question_messages,
-    request_key,
+    per_question_requests,
 )
 from rlaif_code.feedback.rubric import Question
 
@@ -132,11 +131,7 @@ class HFJudge:
 
     def requests_for(self, subject: JudgeSubject, questions: list[Question]) -> list[JudgeRequest]:
         params = {"mode": "logits", "max_length": self.cfg.max_length, "chat_template": self.cfg.use_chat_template}
-        out = []
-        for q in questions:
-            messages = question_messages(subject, q)
-            out.append(JudgeRequest(request_key(self.kind, self.model, messages, params), messages, [q.id]))
-        return out
+        return per_question_requests(self.kind, self.model, subject, questions, params)
 
     def answer(self, requests: list[JudgeRequest], on_result: OnResult) -> None:
         import torch

@@ -41,11 +41,11 @@ from rlaif_code.feedback.judges import (
     JudgeStats,
     JudgeSubject,
     OnResult,
+    per_question_requests,
     batch_messages,
     p_yes_from_logprobs,
     parse_json_answers,
     parse_yes_no,
-    question_messages,
     request_key,
 )
 from rlaif_code.feedback.rubric import Question
@@ -117,11 +117,7 @@ class OpenAIJudge:
             messages = batch_messages(subject, questions)
             return [JudgeRequest(request_key(self.kind, self.model, messages, params), messages,
                                  [q.id for q in questions])]
-        out = []
-        for q in questions:
-            messages = question_messages(subject, q)
-            out.append(JudgeRequest(request_key(self.kind, self.model, messages, params), messages, [q.id]))
-        return out
+        return per_question_requests(self.kind, self.model, subject, questions, params)
 
     # -- sending --------------------------------------------------------------------------
     def answer(self, requests: list[JudgeRequest], on_result: OnResult) -> None:
