@@ -42,9 +42,9 @@ def _answers(path, examples, broken: bool):
 def test_report_from_a_run_directory(tmp_path, gorilla_data):
     examples = load_examples(gorilla_data / "apibench" / "torchhub_eval.json", "th")[:12]
     run_dir = tmp_path / "run"
-    (run_dir / "samples").mkdir(parents=True)
     for name, broken in (("sft", True), ("rlaif", False)):
-        answers = _answers(run_dir / "samples" / f"eval_{name}.jsonl", examples, broken)
+        (run_dir / "samples" / f"eval_{name}").mkdir(parents=True)
+        answers = _answers(run_dir / "samples" / f"eval_{name}" / "samples.jsonl", examples, broken)
         atomic_write_json(run_dir / "eval" / f"{name}.json",
                           evaluate(EvalConfig(hub="th", responses=str(answers), label=name.upper(), show_table=False)))
     (run_dir / "ppo").mkdir()

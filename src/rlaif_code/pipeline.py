@@ -30,7 +30,6 @@ from rlaif_code.config import ConfigError, to_dict
 from rlaif_code.data import DataConfig
 from rlaif_code.data import run as run_data
 from rlaif_code.evaluate import EvalConfig
-from rlaif_code.evaluate import run as run_eval
 from rlaif_code.feedback import FeedbackConfig
 from rlaif_code.ppo import PPOConfig
 from rlaif_code.report import ReportConfig
@@ -208,9 +207,7 @@ def run_evaluation(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         out = samples_dir / f"eval_{name}"
         sample.run(replace(_with_seed(section.sample, cfg.seed), model=str(model), data_dir=str(data_dir),
                            split="eval", input_file=None, out_dir=str(out)))
-        flat = samples_dir / f"eval_{name}.jsonl"
-        atomic_write_jsonl(flat, read_jsonl(out / "samples.jsonl"))
-        score_file(name, label, flat)
+        score_file(name, label, out / "samples.jsonl")
     if section.reference_control:
         control = samples_dir / "eval_reference.jsonl"
         atomic_write_jsonl(control, ({"example_id": r["example_id"], "sample_id": 0,

@@ -171,7 +171,7 @@ def domain_table(evals: dict[str, dict[str, Any]]) -> list[list[str]]:
 def sample_answers(run_dir: Path, evals: dict[str, dict[str, Any]], count: int, seed: int) -> list[dict[str, str]]:
     sides = {}
     for name in ("sft", "rlaif"):
-        path = run_dir / "samples" / f"eval_{name}.jsonl"
+        path = run_dir / "samples" / f"eval_{name}" / "samples.jsonl"
         if path.is_file():
             sides[name] = {r["example_id"]: r for r in read_jsonl(path, tolerate_torn_tail=True)}
     if len(sides) < 2:
