@@ -1,3 +1,4 @@
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -58,6 +59,7 @@ def test_stage_record_carries_config_and_detects_staleness(tmp_path):
     write_stage_record(tmp_path, "demo", Cfg(), metrics={"m": 1.0}, outputs=["out.txt"])
     record = read_stage_record(tmp_path)
     assert record["config"] == {"k": 1} and record["metrics"] == {"m": 1.0} and "out.txt" in record["outputs"]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"m": 1.0}
     assert stage_is_done(tmp_path, "demo", Cfg())
     assert not stage_is_done(tmp_path, "demo", Cfg(k=2))
     assert not stage_is_done(tmp_path, "other", Cfg())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tiny import save_tiny_causal_lm
 
@@ -41,6 +43,8 @@ def test_sft_cli_smoke(tiny_dir, data_dir, tmp_path):
     metrics = record["metrics"]
     assert metrics["global_step"] == 2 and metrics["n_examples"] == 8
     assert metrics["train_loss"] > 0 and metrics["tokens_per_s"] > 0 and metrics["wall_time_s"] > 0
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events belong in out_dir/tb"
     model, tokenizer = load_causal_lm(out, device="cpu")  # one plain directory
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
     # The same config again is a finished stage: skipped.

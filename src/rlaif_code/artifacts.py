@@ -121,6 +121,7 @@ class JsonlAppender:
 
 
 STAGE_FILE = "stage.json"
+METRICS_FILE = "metrics.json"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -145,6 +146,8 @@ def write_stage_record(out_dir: str | Path, stage: str, cfg: Any, *, metrics: di
         "metrics": metrics or {},
         "outputs": {name: file_sha256(out_dir / name) for name in (outputs or []) if (out_dir / name).is_file()},
     }
+    # The metrics alone, for dashboards and scripts; stage.json (written last) stays the proof of completion.
+    atomic_write_json(out_dir / METRICS_FILE, record["metrics"])
     atomic_write_json(out_dir / STAGE_FILE, record)
     return record
 

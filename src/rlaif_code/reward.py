@@ -64,7 +64,7 @@ class RewardConfig:
     save_steps: int = 200
     save_total_limit: int = 1
     logging_steps: int = 10
-    report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    report_to: Literal["none", "tensorboard", "wandb"] = "tensorboard"  # TensorBoard events go to out_dir/tb
 
 
 _BUDGET_FIELDS = {"epochs", "max_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
@@ -278,7 +278,7 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
     from transformers import DataCollatorWithPadding, TrainingArguments
 
     from rlaif_code.models import save_model
-    from rlaif_code.sft import record_checkpoint_identity, resumable_checkpoint, use_bf16
+    from rlaif_code.sft import record_checkpoint_identity, resumable_checkpoint, tensorboard_dir, use_bf16
 
     out = Path(cfg.out_dir)
     if stage_is_done(out, "reward", cfg):
@@ -329,9 +329,10 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                               data_collator=DataCollatorWithPadding(tokenizer), pos_weight=pos_weight,
-                               sample_weights=sample_weights, sampler_seed=cfg.seed)
+    with tensorboard_dir(out / "tb"):
+        trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                   data_collator=DataCollatorWithPadding(tokenizer), pos_weight=pos_weight,
+                                   sample_weights=sample_weights, sampler_seed=cfg.seed)
     record_checkpoint_identity(ckpt_dir, _identity(cfg))
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)

@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +76,7 @@ class SFTConfig:
     save_total_limit: int = 1
     keep_checkpoints: bool = True  # False: delete them once the final model is saved
     logging_steps: int = 10
-    report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    report_to: Literal["none", "tensorboard", "wandb"] = "tensorboard"  # TensorBoard events go to out_dir/tb
 
 
 # Fields that only set how long to train or how to log: changing them keeps a checkpoint usable.
@@ -151,6 +153,21 @@ def _peft_config(lora: LoraSettings) -> Any:
                       task_type="CAUSAL_LM")
 
 
+@contextmanager
+def tensorboard_dir(log_dir: Path):
+    """transformers' TensorBoard callback reads its folder from the environment while the Trainer is
+    built; without it, events land under checkpoints/runs/<date_host>, away from PPO's `tb/`."""
+    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(log_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous
+
+
 def build_trainer(cfg: SFTConfig) -> Any:
     """An `SFTTrainer` with the dataset prepared (tokenized, prompt masked); `run` trains it."""
     import torch
@@ -206,7 +223,8 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
     resume_from = last_checkpoint(out, cfg)
     # A record of an earlier, different run must not vouch for files this run is replacing.
     (out / STAGE_FILE).unlink(missing_ok=True)
-    trainer = build_trainer(cfg)
+    with tensorboard_dir(out / "tb"):
+        trainer = build_trainer(cfg)
     record_checkpoint_identity(out / CHECKPOINTS, _run_identity(cfg))
     tokens_before = 0
     if resume_from:
