@@ -1,6 +1,6 @@
 """PPO seconds per step and peak memory: rlaif_code.ppo against TRL 1.12.0's PPOTrainer.
 
-    python benchmarks/ppo_speed.py [--models tiny,smollm2] [--steps 3] [--threads N]
+    python benchmarks/ppo_speed.py [--models tiny,smollm2,smollm2-arch] [--steps 3] [--threads N]
                                    [--setup-trl] [--skip-trl]
 
 Identical settings on both sides: the same policy, a reward model (the policy's
@@ -73,6 +73,20 @@ def prepare(model: str) -> dict[str, str]:
             from tiny import save_tiny_causal_lm
 
             save_tiny_causal_lm(policy)
+        policy_dir = policy
+    elif model == "smollm2-arch":
+        # SmolLM2-135M's shapes and tokenizer with random weights: step time and memory depend on
+        # the shapes alone, so a machine without the GGUF (the GPU box) measures the same workload.
+        # $RLAIF_BENCH_ARCH_DIR: a folder with just its config.json and tokenizer files.
+        if not (policy / "config.json").is_file():
+            from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+            from rlaif_code.models import resolve_model
+
+            source_dir = os.environ.get("RLAIF_BENCH_ARCH_DIR") or resolve_model("smollm2-135m")
+            torch.manual_seed(0)
+            AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source_dir)).save_pretrained(policy)
+            AutoTokenizer.from_pretrained(source_dir).save_pretrained(policy)
         policy_dir = policy
     else:
         from rlaif_code.models import resolve_model

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlaif_code import ppo
 from rlaif_code.artifacts import InputError, read_jsonl, read_stage_record
 from rlaif_code.config import ConfigError
 from rlaif_code.data.prompts import build_prompt
@@ -457,3 +458,19 @@ def test_bad_inputs_are_refused(tmp_path):
         run(tiny_cfg(tmp_path, prompts_file=str(no_prompt)), reward_fn=count_e)
     with pytest.raises(ConfigError, match="mini_batch_size"):
         run(tiny_cfg(tmp_path, batch_size=5, mini_batch_size=2), reward_fn=count_e)
+
+
+def test_ppo_accepts_a_precision_other_than_an_earlier_stages_in_the_same_process():
+    # Seen on an H100: SFT's Trainer (bf16) left the process-wide AcceleratorState set, and PPO with
+    # bf16 off then failed. On CPU, accelerate's bf16 state reproduces it.
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)  # whatever an earlier test left
+    Accelerator(mixed_precision="bf16")
+    try:
+        accelerator = ppo._accelerator(1, "no")
+        assert accelerator.mixed_precision == "no"
+        assert ppo._accelerator(1, "no").mixed_precision == "no"  # same precision: state kept, no error
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=False)

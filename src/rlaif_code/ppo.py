@@ -522,6 +522,18 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+def _accelerator(grad_accum: int, mixed_precision: str) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # `rlaif run` trains SFT and the reward model in this same process; their Trainer leaves the
+    # process-wide AcceleratorState fixed to its own precision, and accelerate refuses a different one.
+    # Only that state is reset (as TrainingArguments does): the distributed PartialState stays.
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(gradient_accumulation_steps=grad_accum, mixed_precision=mixed_precision)
+
+
 def _use_bf16(setting: bool | str) -> bool:
     if setting == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -772,7 +784,6 @@ class StepLogger:
 
 def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     """Train M_RL from M_SFT with PPO against the reward model (or `reward_fn(prompts, answers) -> scores`)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import AutoModel, StopStringCriteria
 
@@ -786,7 +797,7 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     prompts_text = load_prompts(cfg)
 
     use_bf16 = _use_bf16(cfg.bf16)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if use_bf16 else "no")
+    accelerator = _accelerator(cfg.grad_accum, "bf16" if use_bf16 else "no")
     device = accelerator.device
     set_seed(cfg.seed + accelerator.process_index)
     frozen_dtype = torch.bfloat16 if use_bf16 and device.type == "cuda" else torch.float32
