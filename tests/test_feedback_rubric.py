@@ -27,7 +27,7 @@ def test_default_rubric_ships_with_the_package_and_covers_the_paper_questions() 
     rubric = load_rubric()
     assert default_rubric_path().is_file()
     ids = [q.id for q in rubric.questions]
-    assert ids == ["correct_imports", "no_syntax_errors", "no_undefined_names", "complete",
+    assert ids == ["correct_imports", "no_syntax_errors", "no_undefined_names", "complete", "api_exists",
                    "calls_needed_api", "api_arguments_correct", "explanation_matches_code", "logically_correct"]
     assert {q.by for q in rubric.tool_questions} <= set(TOOL_CHECKS.names())
     assert [q.id for q in rubric.llm_questions] == ["complete", "api_arguments_correct",
@@ -88,12 +88,17 @@ def test_no_answered_question_scores_zero(tmp_path: Path) -> None:
 def test_default_weights_reject_one_failed_check_but_not_one_soft_no() -> None:
     rubric = load_rubric()
     yes = {q.id: Answer("yes", None, "x") for q in rubric.questions}
-    failed_api = {**yes, "calls_needed_api": Answer("no", None, "tool")}
+    tools_yes = {q.id: yes[q.id] for q in rubric.tool_questions}
+    invented_api = {**yes, "api_exists": Answer("no", None, "tool"), "calls_needed_api": Answer("no", None, "tool")}
+    other_real_api = {**yes, "calls_needed_api": Answer("no", None, "tool")}
     two_soft = {**yes, "complete": Answer("no", None, "llm"), "logically_correct": Answer("no", None, "llm")}
-    tools_only_failed = {q.id: yes[q.id] for q in rubric.tool_questions} | {"correct_imports": Answer("no", None, "t")}
-    assert score_answers(rubric, failed_api).score < 0.85
+    tools_only_failed = tools_yes | {"correct_imports": Answer("no", None, "t")}
+    tools_only_other_api = tools_yes | {"calls_needed_api": Answer("no", None, "t")}
+    assert score_answers(rubric, invented_api).score < 0.85
+    assert score_answers(rubric, other_real_api).score >= 0.85
     assert score_answers(rubric, two_soft).score >= 0.85
     assert score_answers(rubric, tools_only_failed).score < 0.85
+    assert score_answers(rubric, tools_only_other_api).score >= 0.85
 
 
 def test_thresholds_absolute_and_quantile() -> None:

@@ -64,7 +64,7 @@ def test_cli_tools_only_writes_labels_and_skips_a_finished_rerun(tmp_path: Path,
     assert len(rows) == len(written)
     for row in rows:
         assert {"example_id", "sample_id", "prompt", "text", "label", "score", "answers"} <= set(row)
-        assert set(row["answers"]) == {"correct_imports", "no_syntax_errors", "no_undefined_names",
+        assert set(row["answers"]) == {"correct_imports", "no_syntax_errors", "no_undefined_names", "api_exists",
                                        "calls_needed_api"}  # llm questions skipped under the tools judge
         assert all(a["by"].startswith("tool:") for a in row["answers"].values())
     by_variant = {r["sample_id"]: [] for r in rows}
@@ -73,7 +73,8 @@ def test_cli_tools_only_writes_labels_and_skips_a_finished_rerun(tmp_path: Path,
     assert all(r["label"] == "accepted" for r in by_variant[0])
     assert all(r["label"] == "rejected" and r["answers"]["correct_imports"]["answer"] == "no"
                for r in by_variant[1])
-    assert all(r["answers"]["calls_needed_api"]["answer"] == "no" for r in by_variant[2])
+    assert all(r["label"] == "rejected" and r["answers"]["api_exists"]["answer"] == "no"
+               and r["answers"]["calls_needed_api"]["answer"] == "no" for r in by_variant[2])
     record = read_stage_record(out)
     assert record["stage"] == "feedback" and record["metrics"]["accepted"] == len(by_variant[0])
     assert record["metrics"]["skipped_llm_questions"] == ["complete", "api_arguments_correct",

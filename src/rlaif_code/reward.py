@@ -294,7 +294,8 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
     if n_pos == 0 or n_neg == 0:
         raise InputError(f"{feedback_path(cfg.feedback)}: the training split has only "
                          f"{'accepted' if n_neg == 0 else 'rejected'} answers ({len(train_rows)} rows); a reward "
-                         "model needs both labels")
+                         "model needs both labels (more or better samples, a lower feedback threshold, or "
+                         "feedback threshold_mode: quantile)")
 
     ckpt_dir = out / CHECKPOINTS
     resume_from = resumable_checkpoint(ckpt_dir, _identity(cfg))

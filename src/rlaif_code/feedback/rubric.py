@@ -34,13 +34,16 @@ accepts the upper half, ties at the cut included; answers with no answered quest
 take no part in the quantile).
 
 Why absolute 0.85 with the default rubric's weights (3 for imports, syntax, undefined
-names and calling the reference API; 1 for completeness, arguments, explanation and
-logic): one failed weight-3 check rejects an answer whether or not an LLM also answers
-(13/16 = 0.81 in the hybrid setting, 9/12 = 0.75 with tools alone), a syntax error
-rejects even though pyflakes then cannot decide on undefined names (10/13), and up to
-two "no" among the four judgement questions alone still accept (14/16 = 0.875): an
-answer must run and call the right API, the judge's softer opinions move it only at
-the margin. The paper counts plain yes answers; these weights are our choice, made so
+names and calling an API that exists; 1 for matching the reference API exactly and for
+completeness, arguments, explanation and logic): one failed weight-3 check rejects an
+answer whether or not an LLM also answers (14/17 = 0.82 in the hybrid setting, 10/13 =
+0.77 with tools alone), a syntax error rejects even though pyflakes then cannot decide
+on undefined names (7/10), a real API other than the reference is accepted (16/17,
+12/13), and up to two "no" among the judgement questions alone still accept (15/17 =
+0.88): an answer must run and call a real API, the reference match and the judge's
+softer opinions move it only at the margin. The exact match weighs 1 because an
+instruction often admits several right APIs; measured on the demo's SFT samples, not
+one of 96 matched the reference while 27 called a real API. The paper counts plain yes answers; these weights are our choice, made so
 that the labels track what the evaluation measures (executability, AST accuracy,
 hallucination). An absolute threshold means the same in every run, so a better policy
 really gets more of its answers accepted; the quantile mode is there for when the
