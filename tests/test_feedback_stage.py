@@ -19,6 +19,7 @@ from rlaif_code.feedback import FeedbackConfig, run
 from rlaif_code.feedback.cache import JudgeCache
 from rlaif_code.feedback.judges import JudgeError
 from rlaif_code.feedback.judges.openai_judge import OpenAIJudgeConfig
+from rlaif_code.feedback.rubric import default_rubric_path
 
 
 def make_data_dir(out: Path, gorilla_data: Path) -> Path:
@@ -193,3 +194,18 @@ def test_api_key_in_config_is_not_written_out(tmp_path: Path, data_dir: Path) ->
     stage_text = (Path(cfg.out_dir) / "stage.json").read_text()
     assert "sk-secret" not in stage_text and '"api_key": "***"' in stage_text
     assert run(cfg)["skipped"] is True
+
+
+def test_an_edited_rubric_file_relabels(tmp_path: Path, data_dir: Path) -> None:
+    rubric = tmp_path / "rubric.yaml"
+    rubric.write_text(default_rubric_path().read_text())
+    cfg = cfg_for(tmp_path, data_dir, rubric=str(rubric))
+    first = run(cfg)
+    assert run(cfg)["skipped"] is True
+    # Same path, new content: one question only, the exact reference match at weight 1.
+    rubric.write_text("questions:\n  - {id: calls_needed_api, text: 'right API?', weight: 1, "
+                      "by: api_matches_reference}\n")
+    second = run(cfg)
+    assert "skipped" not in second and second["rubric_sha256"] != first["rubric_sha256"]
+    rows = read_jsonl(Path(cfg.out_dir) / "feedback.jsonl")
+    assert all(set(r["answers"]) == {"calls_needed_api"} for r in rows)

@@ -90,7 +90,12 @@ def _versions() -> dict[str, str]:
 
 
 def _fingerprint(section: Any, previous: str) -> str:
-    blob = json.dumps({"section": to_dict(section), "previous": previous}, sort_keys=True, default=str)
+    inputs: dict[str, Any] = {"section": to_dict(section), "previous": previous}
+    if hasattr(section, "rubric"):  # the rubric's content, not just its path, decides the labels
+        from rlaif_code.feedback.rubric import rubric_digest
+
+        inputs["rubric_sha256"] = rubric_digest(section.rubric)
+    blob = json.dumps(inputs, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -159,6 +159,15 @@ def parse_rubric(data: Any, source: str) -> Rubric:
     return Rubric(name=str(data.get("name") or Path(source).stem), questions=tuple(questions), source=source)
 
 
+def rubric_digest(path: str | Path | None = None) -> str:
+    """sha256 of the rubric file's bytes: its questions and weights decide the labels, so an edit
+    to the file must invalidate the labels made under it, though the configured path is unchanged."""
+    import hashlib
+
+    path = Path(path) if path else default_rubric_path()
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
 def load_rubric(path: str | Path | None = None) -> Rubric:
     """The rubric at `path`, or the packaged default when `path` is None."""
     path = Path(path) if path else default_rubric_path()

@@ -49,6 +49,7 @@ from rlaif_code.feedback.rubric import (
     Question,
     Rubric,
     load_rubric,
+    rubric_digest,
     score_answers,
     threshold_value,
 )
@@ -257,9 +258,11 @@ def _summary(rubric: Rubric, rows: list[dict[str, Any]], threshold: float, cfg: 
 def run(cfg: FeedbackConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     recorded = record_config(cfg)
+    digest = rubric_digest(cfg.rubric)
     if stage_is_done(out, "feedback", recorded):
         record = read_stage_record(out) or {}
-        return {**record.get("metrics", {}), "skipped": True}
+        if record.get("metrics", {}).get("rubric_sha256") == digest:
+            return {**record.get("metrics", {}), "skipped": True}
     rubric = load_rubric(cfg.rubric)
     judge = make_judge(cfg.judge, cfg)
     references = load_references(cfg.data_dir)
@@ -300,7 +303,8 @@ def run(cfg: FeedbackConfig) -> dict[str, Any]:
         row["label"] = "accepted" if row["n_answered"] and row["score"] >= threshold else "rejected"
 
     atomic_write_jsonl(out / "feedback.jsonl", rows)
-    metrics = {**_summary(rubric, rows, threshold, cfg), "rubric": rubric.source, "judge": cfg.judge,
+    metrics = {**_summary(rubric, rows, threshold, cfg), "rubric": rubric.source, "rubric_sha256": digest,
+               "judge": cfg.judge,
                **cache_stats, "judge_stats": judge.stats.to_dict()}
     write_stage_record(out, "feedback", recorded, metrics=metrics, outputs=["feedback.jsonl"])
     return metrics
