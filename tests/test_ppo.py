@@ -474,3 +474,22 @@ def test_ppo_accepts_a_precision_other_than_an_earlier_stages_in_the_same_proces
         assert ppo._accelerator(1, "no").mixed_precision == "no"  # same precision: state kept, no error
     finally:
         AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def test_incomplete_answers_are_those_missing_a_field():
+    full = ("<<<domain>>>: Classification\n<<<api_call>>>: torch.hub.load('pytorch/vision', 'vgg11')\n"
+            "<<<api_provider>>>: PyTorch\n<<<explanation>>>: Load VGG-11.\n<<<code>>>: import torch")
+    no_code = full.split("\n<<<code>>>")[0]
+    empty_code = no_code + "\n<<<code>>>: "
+    assert ppo.incomplete_answers([full, no_code, empty_code, ""]) == [False, True, True, True]
+
+
+def test_incomplete_answer_penalty_lowers_what_ppo_optimises(tmp_path):
+    # A random tiny model writes no Gorilla fields at all: every answer is incomplete.
+    def zero(prompts, answers):
+        return torch.zeros(len(answers))
+
+    run(tiny_cfg(tmp_path, total_steps=1, incomplete_answer_penalty=2.0), reward_fn=zero)
+    row = read_jsonl(tmp_path / "ppo" / "metrics.jsonl")[0]
+    assert row["incomplete_fraction"] == 1.0
+    assert row["reward_mean"] == 0.0 and row["penalized_reward_mean"] == -2.0
