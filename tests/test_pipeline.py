@@ -111,3 +111,16 @@ def test_shipped_configs_load(name):
 
     cfg = load_config(PipelineConfig, REPO_ROOT / "configs" / f"{name}.yaml")
     assert cfg.run_dir == f"runs/{name}"
+
+
+def test_rerunning_a_stage_alone_marks_later_stages_stale(tiny_run):
+    root, path = tiny_run
+    run_dir = root / "run"
+    assert main(["run", "--config", str(path), "--only", "ppo", "--force"]) == 0
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert stages["ppo"]["status"] == "done"
+    assert stages["evaluate"]["status"] == "stale" and stages["report"]["status"] == "stale"
+    before = stages
+    assert main(["run", "--config", str(path)]) == 0
+    after = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert [s for s in after if after[s]["started"] != before[s]["started"]] == ["evaluate", "report"]

@@ -260,6 +260,11 @@ def run(cfg: PipelineConfig, *, from_stage: str | None = None, only_stage: str |
             console.print(f"[dim]{stage}: done, skipped[/dim]")
             continue
         invalid = True
+        # Later stages were made from this stage's old outputs: a run that stops early (--only, a
+        # crash) must not leave them claiming to be done.
+        for later in STAGE_ORDER[STAGE_ORDER.index(stage) + 1:]:
+            if manifest.data["stages"].get(later, {}).get("status") == "done":
+                manifest.mark(later, status="stale")
         entry = manifest.data["stages"].get(stage, {})
         interrupted = entry.get("fingerprint") == fingerprint and entry.get("status") in ("running", "failed")
         if forced or not interrupted:
