@@ -60,6 +60,12 @@ DEFAULTS = {"exec_tier": "run", "exec_mode": "hermetic", "exec_workers": 2, "exe
             "exec_timeout": 20.0}
 
 
+# Verdicts by (snippet, settings) for the life of the process. The files of one run share their
+# control (the reference code of every eval item), a reference-answer file is that control again, and
+# greedy answers repeat: each distinct snippet runs once.
+_VERDICTS: dict[tuple[str, tuple[str, ...]], SnippetVerdict] = {}
+
+
 def executability(codes: list[str], *, tier: str = "run", mode: str = "hermetic", workers: int = 2,
                   env: str | Path | None = None, timeout: float = 20.0, data: str | None = None,
                   python: str | Path | None = None) -> tuple[list[SnippetVerdict], dict[str, Any]]:
@@ -71,16 +77,22 @@ def executability(codes: list[str], *, tier: str = "run", mode: str = "hermetic"
 
         known = known_hub_ids(DataSource.resolve(data))
     interpreter = Path(python) if python else find_exec_python(env)
+    settings = (tier, mode, str(interpreter), str(timeout), str(data))
+    todo = sorted({code for code in codes if (code, settings) not in _VERDICTS})
     # The one explicit opt-in to running without a sandbox from the command line.
     unsandboxed = os.environ.get("RLAIF_EXEC_ALLOW_UNSANDBOXED") == "1"
     with Sandbox(interpreter, mode=mode, known_ids=known, limits=Limits(timeout=timeout),
                  allow_unsandboxed=unsandboxed) as sandbox:
         checker = ExecutabilityChecker(sandbox, workers=workers)
-        verdicts = checker.check(codes, tier, progress=_progress(len(codes)))  # type: ignore[arg-type]
+        if todo:
+            fresh = checker.check(todo, tier, progress=_progress(len(todo)))  # type: ignore[arg-type]
+            _VERDICTS.update({(code, settings): verdict for code, verdict in zip(todo, fresh)})
         isolation = sandbox.isolation
+    verdicts = [_VERDICTS[(code, settings)] for code in codes]
     summary = summarize(verdicts, tier)  # type: ignore[arg-type]
     summary["isolation"] = isolation
     summary["import_names_checked"] = checker.names_checked
+    summary["snippets_run"] = len(todo)
     summary["interpreter"] = str(interpreter)
     return verdicts, summary
 
