@@ -159,6 +159,7 @@ def run(cfg: SampleConfig) -> dict[str, Any]:
     from transformers import set_seed
 
     from rlaif_code.models import load_causal_lm
+    from rlaif_code.progress import progress_bar
 
     out = Path(cfg.out_dir)
     if stage_is_done(out, "sample", cfg):
@@ -179,27 +180,29 @@ def run(cfg: SampleConfig) -> dict[str, Any]:
         if todo:
             model, tokenizer = load_causal_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, padding_side="left")
             model.eval()
-            for start in range(0, len(todo), cfg.batch_size):
-                batch = todo[start:start + cfg.batch_size]
-                set_seed(_batch_seed(cfg.seed, (batch[0][0]["example_id"], batch[0][1])))
-                tick = time.perf_counter()
-                generations = generate_batch(model, tokenizer, [row["prompt"] for row, _ in batch],
-                                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                             top_p=cfg.top_p, max_prompt_tokens=cfg.max_prompt_tokens)
-                gen_time += time.perf_counter() - tick
-                for (row, sample_id), generation in zip(batch, generations):
-                    gen_tokens += generation.n_tokens
-                    n_finished += generation.finished
-                    appender.write({
-                        "example_id": row["example_id"],
-                        "question_id": row["question_id"],
-                        "sample_id": sample_id,
-                        "prompt": row["prompt"],
-                        "text": generation.text,
-                        "parsed": parse_output(generation.text).fields,
-                        "n_tokens": generation.n_tokens,
-                        "finished": generation.finished,
-                    })
+            with progress_bar(f"sample {out.name}", len(todo)) as bar:
+                for start in range(0, len(todo), cfg.batch_size):
+                    batch = todo[start:start + cfg.batch_size]
+                    set_seed(_batch_seed(cfg.seed, (batch[0][0]["example_id"], batch[0][1])))
+                    tick = time.perf_counter()
+                    generations = generate_batch(model, tokenizer, [row["prompt"] for row, _ in batch],
+                                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                                 top_p=cfg.top_p, max_prompt_tokens=cfg.max_prompt_tokens)
+                    gen_time += time.perf_counter() - tick
+                    for (row, sample_id), generation in zip(batch, generations):
+                        gen_tokens += generation.n_tokens
+                        n_finished += generation.finished
+                        appender.write({
+                            "example_id": row["example_id"],
+                            "question_id": row["question_id"],
+                            "sample_id": sample_id,
+                            "prompt": row["prompt"],
+                            "text": generation.text,
+                            "parsed": parse_output(generation.text).fields,
+                            "n_tokens": generation.n_tokens,
+                            "finished": generation.finished,
+                        })
+                    bar.advance(len(batch))
             del model
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

@@ -46,12 +46,11 @@ users who have the weights.
 from __future__ import annotations
 
 import os
-import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rlaif_code.evaluate.metrics import METRICS, EvalContext, EvalItem, MetricResult
+from rlaif_code.progress import progress_bar
 from rlaif_code.sandbox.env import find_exec_python
 from rlaif_code.sandbox.runner import Limits, Sandbox
 from rlaif_code.sandbox.tiers import ExecutabilityChecker, SnippetVerdict, extract_code, summarize, tiers_up_to
@@ -85,7 +84,8 @@ def executability(codes: list[str], *, tier: str = "run", mode: str = "hermetic"
                  allow_unsandboxed=unsandboxed) as sandbox:
         checker = ExecutabilityChecker(sandbox, workers=workers)
         if todo:
-            fresh = checker.check(todo, tier, progress=_progress(len(todo)))  # type: ignore[arg-type]
+            with progress_bar("exec: snippets run", len(todo)) as bar:
+                fresh = checker.check(todo, tier, progress=lambda _index, _result: bar.advance())  # type: ignore[arg-type]
             _VERDICTS.update({(code, settings): verdict for code, verdict in zip(todo, fresh)})
         isolation = sandbox.isolation
     verdicts = [_VERDICTS[(code, settings)] for code in codes]
@@ -131,20 +131,6 @@ def exec_metric(items: list[EvalItem], ctx: EvalContext) -> MetricResult:
     control_details = {key: value for key, value in control_summary.items() if key not in tiers}
     extra = {"exec": {"tier": tier, "mode": options["exec_mode"], "model": details, "control": control_details}}
     return MetricResult(summary, per_item, extra)
-
-
-def _progress(total: int) -> Callable[[int, Any], None]:
-    """A line on stderr every ~30 s: executing hundreds of snippets takes a while."""
-    state = {"done": 0, "last": time.monotonic()}
-
-    def report(_index: int, _result: Any) -> None:
-        state["done"] += 1
-        now = time.monotonic()
-        if now - state["last"] >= 30 or state["done"] == total:
-            state["last"] = now
-            print(f"exec: {state['done']}/{total} snippets run", file=sys.stderr, flush=True)
-
-    return report
 
 
 def _failure(verdict: SnippetVerdict, tier: str) -> str | None:

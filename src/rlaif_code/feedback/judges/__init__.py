@@ -207,12 +207,17 @@ def ask_all(judge: Judge, cache: JudgeCache | None, requests: list[JudgeRequest]
         results.update(cache.get_many(judge.kind, judge.model, list(unique)))
     missing = [req for key, req in unique.items() if key not in results]
 
-    def on_result(req: JudgeRequest, value: dict[str, Any]) -> None:
-        results[req.key] = value
-        if cache is not None:
-            cache.put(judge.kind, judge.model, req.key, value)
+    if not missing:
+        return results
+    from rlaif_code.progress import progress_bar
 
-    if missing:
+    with progress_bar(f"judge {judge.kind}:{judge.model}", len(missing)) as bar:
+        def on_result(req: JudgeRequest, value: dict[str, Any]) -> None:
+            results[req.key] = value
+            if cache is not None:
+                cache.put(judge.kind, judge.model, req.key, value)
+            bar.advance()
+
         judge.answer(missing, on_result)
     return results
 
