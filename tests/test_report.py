@@ -60,6 +60,7 @@ def test_report_from_a_run_directory(tmp_path, gorilla_data):
     assert "| 50.00 | 100.00 | +50.00 |" in accuracy_row
     assert "eval_auc: 0.9" in md and "ppo_curves.png" in md and "Sample answers" in md
     assert "data:image/png;base64," in page and "src=\"http" not in page  # self-contained
+    assert "Judge agreement with the tool checks\n\nNot measured in this run" in md
 
 
 def test_report_without_results_is_a_clear_error(tmp_path, capsys):

@@ -245,6 +245,13 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
         md += ["## Judge agreement with the tool checks\n", "```json\n" + json.dumps(judge, indent=1)[:3000] + "\n```\n"]
         sections_html += ["<h2>Judge agreement with the tool checks</h2>",
                           f"<pre>{html.escape(json.dumps(judge, indent=1)[:3000])}</pre>"]
+    else:
+        # Say so rather than leave the reader to wonder whether agreement was high.
+        line = ("Not measured in this run" + (" (judge: tools, so the tool checks answered every question)"
+                                             if feedback.get("judge") == "tools" else "")
+                + ". `rlaif judge-check` measures an LLM judge against the tool checks.")
+        md += ["## Judge agreement with the tool checks\n", line + "\n"]
+        sections_html += ["<h2>Judge agreement with the tool checks</h2>", f"<p>{html.escape(line)}</p>"]
     if len(domains) > 1:
         md += ["## Per domain\n", _markdown_table(domains)]
         sections_html += ["<h2>Per domain</h2>", _html_table(domains)]
