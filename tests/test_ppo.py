@@ -16,7 +16,7 @@ from rlaif_code.data.prompts import build_prompt
 from rlaif_code.ppo import (
     AdaptiveKLController,
     FixedKLController,
-    LoraSettings,
+    PPOLoraSettings,
     PPOConfig,
     answer_ends,
     answer_logits,
@@ -428,8 +428,8 @@ def test_killed_run_resumes_after_its_last_checkpoint(tmp_path):
 def test_lora_uses_the_adapter_free_network_as_reference_and_saves_merged(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    cfg = tiny_cfg(tmp_path, total_steps=1, lora=LoraSettings(enabled=True, r=4, alpha=8,
-                                                                target_modules=["q_proj", "v_proj"]))
+    cfg = tiny_cfg(tmp_path, total_steps=1, lora=PPOLoraSettings(enabled=True, r=4, alpha=8,
+                                                                   target_modules=["q_proj", "v_proj"]))
     run(cfg, reward_fn=count_e)
     row = read_jsonl(Path(cfg.out_dir) / "metrics.jsonl")[0]
     assert abs(row["kl"]) < 1e-5  # LoRA's B starts at zero: policy == reference at step 1

@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -58,6 +59,27 @@ Dtype = Literal["auto", "float32", "bfloat16"]
 
 
 # ---------------------------------------------------------------- resolving names
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (PEFT) for a stage that trains a causal LM; SFT's defaults."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # ["all-linear"] = every linear layer but the output head (PEFT's shorthand).
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        targets: Any = list(self.target_modules)
+        if targets == ["all-linear"]:
+            targets = "all-linear"
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
+                          task_type="CAUSAL_LM")
 
 
 def cache_root() -> Path:

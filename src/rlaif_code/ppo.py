@@ -67,6 +67,7 @@ from rlaif_code.artifacts import (
     write_stage_record,
 )
 from rlaif_code.config import ConfigError, to_dict
+from rlaif_code.models import LoraSettings
 
 RewardFn = Callable[[list[str], list[str]], "torch.Tensor"]
 
@@ -75,10 +76,7 @@ RewardFn = Callable[[list[str], list[str]], "torch.Tensor"]
 
 
 @dataclass
-class LoraSettings:
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
+class PPOLoraSettings(LoraSettings):
     # Non-zero dropout makes the PPO ratio noisy (the rollout pass and the training pass
     # see different masks); every other dropout in the models is switched off.
     dropout: float = 0.0
@@ -126,7 +124,7 @@ class PPOConfig:
     # run, answers shrank from 140 to 42 tokens of domain + api_call while the score rose. None disables.
     incomplete_answer_penalty: float | None = None
     value_head: Literal["shared", "separate"] = "shared"
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    lora: PPOLoraSettings = field(default_factory=PPOLoraSettings)
     seed: int = 0
     save_every: int = 20  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 2
@@ -819,12 +817,9 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     disable_dropout(policy)
     ref_policy = None
     if cfg.lora.enabled:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        policy = get_peft_model(policy, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                                                   lora_dropout=cfg.lora.dropout,
-                                                   target_modules=list(cfg.lora.target_modules),
-                                                   task_type="CAUSAL_LM"))
+        policy = get_peft_model(policy, cfg.lora.peft_config())
     else:
         ref_policy = copy.deepcopy(policy).to(device=device, dtype=frozen_dtype).eval().requires_grad_(False)
     value_backbone = None

@@ -39,19 +39,10 @@ from rlaif_code.artifacts import (
     write_stage_record,
 )
 from rlaif_code.config import config_hash, to_dict
+from rlaif_code.models import LoraSettings
 
 CHECKPOINTS = "checkpoints"
 RUN_IDENTITY = "run_identity.json"  # the non-budget config the checkpoints belong to
-
-
-@dataclass
-class LoraSettings:
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    # ["all-linear"] = every linear layer but the output head (PEFT's shorthand).
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 @dataclass
@@ -143,16 +134,6 @@ def last_checkpoint(out_dir: str | Path, cfg: SFTConfig) -> str | None:
     return resumable_checkpoint(Path(out_dir) / CHECKPOINTS, _run_identity(cfg))
 
 
-def _peft_config(lora: LoraSettings) -> Any:
-    from peft import LoraConfig
-
-    targets: Any = lora.target_modules
-    if targets == ["all-linear"]:
-        targets = "all-linear"
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                      task_type="CAUSAL_LM")
-
-
 @contextmanager
 def tensorboard_dir(log_dir: Path):
     """transformers' TensorBoard callback reads its folder from the environment while the Trainer is
@@ -206,7 +187,7 @@ def build_trainer(cfg: SFTConfig) -> Any:
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                      peft_config=_peft_config(cfg.lora) if cfg.lora.enabled else None)
+                      peft_config=cfg.lora.peft_config() if cfg.lora.enabled else None)
 
 
 def run(cfg: SFTConfig) -> dict[str, Any]:
