@@ -131,6 +131,16 @@ class Manifest:
         self.data["stages"].setdefault(stage, {}).update(fields)
         self.save()
 
+    def mark_later_stale(self, stage: str) -> None:
+        """Later stages were made from `stage`'s old outputs: a run that stops early (--only, a
+        crash) must not leave them claiming to be done."""
+        later = [s for s in STAGE_ORDER[STAGE_ORDER.index(stage) + 1:]
+                 if self.data["stages"].get(s, {}).get("status") == "done"]
+        for name in later:
+            self.data["stages"][name]["status"] = "stale"
+        if later:
+            self.save()
+
 
 def _outputs(paths: list[Path]) -> dict[str, str]:
     hashes = {}
@@ -260,11 +270,7 @@ def run(cfg: PipelineConfig, *, from_stage: str | None = None, only_stage: str |
             console.print(f"[dim]{stage}: done, skipped[/dim]")
             continue
         invalid = True
-        # Later stages were made from this stage's old outputs: a run that stops early (--only, a
-        # crash) must not leave them claiming to be done.
-        for later in STAGE_ORDER[STAGE_ORDER.index(stage) + 1:]:
-            if manifest.data["stages"].get(later, {}).get("status") == "done":
-                manifest.mark(later, status="stale")
+        manifest.mark_later_stale(stage)
         entry = manifest.data["stages"].get(stage, {})
         interrupted = entry.get("fingerprint") == fingerprint and entry.get("status") in ("running", "failed")
         if forced or not interrupted:
