@@ -43,9 +43,9 @@ on undefined names (7/10), a real API other than the reference is accepted (16/1
 0.88): an answer must run and call a real API, the reference match and the judge's
 softer opinions move it only at the margin. The exact match weighs 1 because an
 instruction often admits several right APIs; measured on the demo's SFT samples, not
-one of 96 matched the reference while 27 called a real API. The paper counts plain yes answers; these weights are our choice, made so
-that the labels track what the evaluation measures (executability, AST accuracy,
-hallucination). An absolute threshold means the same in every run, so a better policy
+one of 96 matched the reference while 27 called a real API. The paper counts plain yes
+answers; these weights are our choice, made so that the labels track what the evaluation
+measures (executability, AST accuracy, hallucination). An absolute threshold means the same in every run, so a better policy
 really gets more of its answers accepted; the quantile mode is there for when the
 reward model needs balanced classes from a batch that is mostly good or mostly bad.
 Check `accepted_fraction` in the stage summary either way.
