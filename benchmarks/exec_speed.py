@@ -59,7 +59,7 @@ def main() -> None:
             started = time.perf_counter()
             state = {"done": 0, "shown": started}
 
-            def progress(_index: int, _result: object) -> None:
+            def progress(_index: int, _result: object, state: dict = state, started: float = started) -> None:
                 state["done"] += 1
                 if time.perf_counter() - state["shown"] > 60:
                     state["shown"] = time.perf_counter()

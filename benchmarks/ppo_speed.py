@@ -1,4 +1,4 @@
-"""PPO seconds per step and peak memory: rlaif_code.ppo against TRL 1.12.0's PPOTrainer.
+"""PPO seconds per step and peak memory: rlaif_code.ppo.stage against TRL 1.12.0's PPOTrainer.
 
     python benchmarks/ppo_speed.py [--models tiny,smollm2,smollm2-arch] [--steps 3] [--threads N]
                                    [--setup-trl] [--skip-trl]
@@ -81,7 +81,7 @@ def prepare(model: str) -> dict[str, str]:
         if not (policy / "config.json").is_file():
             from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-            from rlaif_code.models import resolve_model
+            from rlaif_code.core.models import resolve_model
 
             source_dir = os.environ.get("RLAIF_BENCH_ARCH_DIR") or resolve_model("smollm2-135m")
             torch.manual_seed(0)
@@ -89,7 +89,7 @@ def prepare(model: str) -> dict[str, str]:
             AutoTokenizer.from_pretrained(source_dir).save_pretrained(policy)
         policy_dir = policy
     else:
-        from rlaif_code.models import resolve_model
+        from rlaif_code.core.models import resolve_model
 
         policy_dir = Path(resolve_model("smollm2-135m"))
     source = reward / "made_from.txt"  # rebuilt when the policy it copies changes (e.g. a new conversion)
@@ -152,7 +152,7 @@ def _baseline_rss_mb() -> float:
 def worker_ours(assets: dict[str, str], steps: int, out: str) -> dict:
     import torch
 
-    from rlaif_code.artifacts import read_jsonl
+    from rlaif_code.core.artifacts import read_jsonl
     from rlaif_code.ppo import PPOConfig, run
 
     baseline = _baseline_rss_mb()
@@ -280,7 +280,7 @@ def _line(name: str, result: dict) -> str:
 
 def report(model: str, results: dict[str, dict]) -> None:
     print(f"\n[{model}] device {results['ours']['device']}")
-    print(_line("rlaif_code.ppo", results["ours"]))
+    print(_line("rlaif_code.ppo.stage", results["ours"]))
     if "trl" not in results:
         return
     print(_line(f"TRL {TRL_VERSION}", results["trl"]))

@@ -7,15 +7,15 @@
 Sections (run in the order given; each is a function `section_<name>(ctx) -> list[Row]`
 registered in SECTIONS, so more can be added — e.g. PPO — without touching the rest):
 
-  sft  rlaif_code.sft's own trainer (`sft.build_trainer`: TRL SFTTrainer, prompt-masked
+  sft  rlaif_code.sft.stage's own trainer (`sft.build_trainer`: TRL SFTTrainer, prompt-masked
        loss), full fine-tuning and LoRA (r=16 on q/k/v/o), `--steps` optimizer steps of
        `--batch-size` Gorilla TorchHub examples. tokens/s = non-padding input tokens per
        second over the steps after the first (warm-up), as the trainer counts them.
-  gen  rlaif_code.sample.generate_batch (left padding, KV cache, Gorilla stop criteria
+  gen  rlaif_code.sample.stage.generate_batch (left padding, KV cache, Gorilla stop criteria
        active) at batch 1 and 8, exactly `--new-tokens` new tokens per row (min_new_tokens),
        greedy. tokens/s = generated tokens / seconds, median of `--repeat` runs after a
        warm-up.
-  ppo  rlaif_code.ppo seconds per step and peak memory (batch 8, 64 new tokens, 4 PPO
+  ppo  rlaif_code.ppo.stage seconds per step and peak memory (batch 8, 64 new tokens, 4 PPO
        epochs), beside TRL 1.12.0's PPOTrainer on identical settings when its venv exists;
        benchmarks/ppo_speed.py does the measuring and documents it.
 
@@ -74,7 +74,7 @@ def model_dir(name: str) -> str:
             save_tiny_causal_lm(path)
         return str(path)
     if name == "smollm2":
-        from rlaif_code.models import resolve_model
+        from rlaif_code.core.models import resolve_model
 
         return resolve_model("smollm2-135m")
     raise SystemExit(f"unknown --model {name!r} (tiny or smollm2)")
@@ -95,7 +95,7 @@ def data_dir(n_train: int) -> Path:
 def _sft_tokens_per_s(ctx: Context, lora: bool) -> Row:
     from transformers import TrainerCallback
 
-    from rlaif_code.sft import LoraSettings, SFTConfig, build_trainer
+    from rlaif_code.sft.stage import LoraSettings, SFTConfig, build_trainer
 
     steps, batch = ctx.args.steps + 1, ctx.args.batch_size  # +1: the first step is warm-up
     cfg = SFTConfig(model=ctx.model_dir, data_dir=str(ctx.data_dir), out_dir=str(ctx.work / f"sft-lora{lora}"),
@@ -123,9 +123,9 @@ def section_sft(ctx: Context) -> list[Row]:
 
 
 def section_gen(ctx: Context) -> list[Row]:
+    from rlaif_code.core.models import load_causal_lm
     from rlaif_code.data import load_split
-    from rlaif_code.models import load_causal_lm
-    from rlaif_code.sample import generate_batch
+    from rlaif_code.sample.generate import generate_batch
 
     model, tokenizer = load_causal_lm(ctx.model_dir, device=ctx.args.device, padding_side="left")
     prompts = [row["prompt"] for row in load_split(ctx.data_dir, "train")]
@@ -149,7 +149,7 @@ def section_gen(ctx: Context) -> list[Row]:
 
 
 def section_ppo(ctx: Context) -> list[Row]:
-    """rlaif_code.ppo seconds/step and peak memory, beside TRL 1.12.0's PPOTrainer when its venv exists.
+    """rlaif_code.ppo.stage seconds/step and peak memory, beside TRL 1.12.0's PPOTrainer when its venv exists.
 
     benchmarks/ppo_speed.py does the measuring (fresh process per side, identical settings:
     batch 8, 64 new tokens, 4 PPO epochs) and documents it; `--setup-trl` there makes the venv.
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     os.environ.setdefault("TQDM_DISABLE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from rlaif_code.models import default_device
+    from rlaif_code.core.models import default_device
 
     args.device = args.device or default_device()
     print(f"model {args.model}, device {args.device}, torch threads {torch.get_num_threads()}, "

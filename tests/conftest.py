@@ -1,3 +1,6 @@
+"""Fixtures for the whole suite. Helpers that tests import live in tiny.py: the folders below
+have conftest.py files of their own, so `from conftest import ...` would be ambiguous."""
+
 from __future__ import annotations
 
 import os
@@ -5,13 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def gorilla_dir() -> Path:
-    """Gorilla's files: $RLAIF_DATA if set, else the shared copy beside the checkout."""
-    env = os.environ.get("RLAIF_DATA")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "gorilla")
+from tiny import gorilla_dir
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +22,11 @@ def gorilla_data() -> Path:
 # Stages resolve data through $RLAIF_DATA; point every test (and module-scoped fixture)
 # at the shared copy so no test ever tries to download. Tests of the download path unset it.
 os.environ["RLAIF_DATA"] = str(gorilla_dir())
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny causal LM (tests.tiny), shared read-only by every test that loads one."""
+    from tiny import save_tiny_causal_lm
+
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "model")

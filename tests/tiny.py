@@ -1,11 +1,21 @@
-"""Tiny randomly initialised models and a tokenizer built in-process, for fast tests."""
+"""Tiny randomly initialised models, a tokenizer built in-process, and tiny stage outputs, for fast tests."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from conftest import gorilla_dir
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def gorilla_dir() -> Path:
+    """Gorilla's files: $RLAIF_DATA if set, else the shared copy beside the checkout."""
+    import os
+
+    env = os.environ.get("RLAIF_DATA")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "gorilla")
+
 
 SPECIAL = ["<pad>", "<eos>", "<unk>"]
 
@@ -49,3 +59,44 @@ def save_tiny_causal_lm(path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def make_data_dir(out: Path, gorilla_data: Path, max_train: int = 6, max_eval: int = 2) -> Path:
+    """A tiny data-stage output: the first TorchHub training and eval examples (six and two by default)."""
+    from rlaif_code.data import DataConfig
+    from rlaif_code.data import run as run_data
+
+    run_data(DataConfig(hub="th", data=str(gorilla_data), max_train=max_train, max_eval=max_eval, out_dir=str(out)))
+    return out
+
+
+def write_samples(data_dir: Path, path: Path) -> list[dict[str, Any]]:
+    """The reference answers as samples, plus broken variants (wrong import, invented API)."""
+    import json
+
+    from rlaif_code.core.artifacts import read_jsonl
+    from rlaif_code.data.parse import parse_output
+
+    rows = []
+    for example in read_jsonl(data_dir / "train.jsonl"):
+        variants = [example["target"], example["target"].replace("import torch", "import torchh"),
+                    example["target"].replace("torch.hub.load(", "torch.hub.fetch_model(")]
+        for sample_id, text in enumerate(variants):
+            rows.append({"example_id": example["example_id"], "question_id": example["question_id"],
+                         "sample_id": sample_id, "prompt": example["prompt"], "text": text,
+                         "parsed": parse_output(text).fields, "n_tokens": 50, "finished": True})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def make_minimal_venv(where: Path) -> Path:
+    """A venv without pip (fast); world-readable so an unprivileged sandbox uid can use it."""
+    import os
+    import subprocess
+    import sys
+
+    from rlaif_code.sandbox.env import env_python
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    os.chmod(where, 0o755)
+    return env_python(where)

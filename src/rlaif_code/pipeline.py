@@ -5,12 +5,12 @@ dataclass); the pipeline owns every path, so a section never names its inputs or
 outputs: they are wired inside the run directory.
 
 The run directory's `manifest.json` records the resolved config, the seed, package
-versions, and for each stage its status, a fingerprint and its artifact hashes. A
-stage's fingerprint covers its own section and the fingerprint of the stage before
-it, so changing one section reruns that stage and everything after it. A stage is
-marked done only after its `run` returned; a stage that was interrupted is simply run
-again, and the stages resume from what they had written (samples, checkpoints, the
-judge cache).
+versions, and for each stage its status, a fingerprint, how many times it ran, and its
+artifact hashes. A stage's fingerprint covers its own section (plus the digests of files
+the section names, `fingerprint_inputs`) and the fingerprint of the stage before it, so
+changing one section reruns that stage and everything after it. A stage is marked done
+only after its `run` returned; a stage that was interrupted is simply run again, and the
+stages resume from what they had written (samples, checkpoints, the judge cache).
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from rlaif_code.artifacts import InputError, atomic_write_json, file_sha256, read_json
-from rlaif_code.config import ConfigError, to_dict
+from rlaif_code.core.artifacts import InputError, atomic_write_json, content_inputs, file_sha256, read_json
+from rlaif_code.core.config import ConfigError, to_dict
 from rlaif_code.data import DataConfig
-from rlaif_code.data import run as run_data
-from rlaif_code.evaluate import EvalConfig
+from rlaif_code.evaluate.compare import CompareInputs, EvaluateSection, run_comparison
 from rlaif_code.feedback import FeedbackConfig
 from rlaif_code.ppo import PPOConfig
 from rlaif_code.report import ReportConfig
@@ -41,27 +40,25 @@ STAGE_ORDER = ("data", "sft", "sample", "feedback", "reward", "ppo", "evaluate",
 
 
 @dataclass
-class EvaluateSection:
-    """How the eval answers are made and scored (the pipeline writes eval/sft.json, eval/rlaif.json)."""
-
-    sample: SampleConfig = field(default_factory=lambda: SampleConfig(temperature=0.0, num_samples=1))
-    score: EvalConfig = field(default_factory=EvalConfig)
-    reference_control: bool = True  # score the reference answers too: the ceiling of each metric
-    gorilla_baselines: list[str] = field(default_factory=lambda: ["FT_0_shot"])  # hf only
+class PipelineConfig:
+    run_dir: str = "runs/default"  # every stage's output goes in a folder of this directory
+    seed: int = 0  # one seed for every stage that has one (each section's own seed is replaced)
+    data: DataConfig = field(default_factory=DataConfig)  # `rlaif data`'s settings
+    sft: SFTConfig = field(default_factory=SFTConfig)  # `rlaif sft`'s settings (paths are wired)
+    sample: SampleConfig = field(default_factory=SampleConfig)  # answers to the training prompts
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)  # `rlaif feedback`'s settings
+    reward: RewardConfig = field(default_factory=RewardConfig)  # `rlaif reward`'s settings
+    ppo: PPOConfig = field(default_factory=PPOConfig)  # `rlaif ppo`'s settings
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)  # eval answers and their scoring
+    report: ReportConfig = field(default_factory=ReportConfig)  # `rlaif report`'s settings
 
 
 @dataclass
-class PipelineConfig:
-    run_dir: str = "runs/default"
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
-    report: ReportConfig = field(default_factory=ReportConfig)
+class StageCall:
+    name: str
+    section: Any  # the config that defines the stage: its fingerprint
+    call: Callable[[], Any]  # runs the stage, returns its metrics
+    owned: list[Path]  # the directories it writes (removed before a fresh run)
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
@@ -89,12 +86,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _fingerprint(section: Any, previous: str) -> str:
-    inputs: dict[str, Any] = {"section": to_dict(section), "previous": previous}
-    if hasattr(section, "rubric"):  # the rubric's content, not just its path, decides the labels
-        from rlaif_code.feedback.rubric import rubric_digest
-
-        inputs["rubric_sha256"] = rubric_digest(section.rubric)
+def fingerprint(section: Any, previous: str) -> str:
+    inputs: dict[str, Any] = {"section": to_dict(section), "previous": previous, **content_inputs(section)}
     blob = json.dumps(inputs, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -105,7 +98,8 @@ class Manifest:
         self.data = data
 
     @classmethod
-    def open(cls, run_dir: Path, cfg: PipelineConfig, config_file: str | None, force: bool) -> "Manifest":
+    def open(cls, run_dir: Path, config: dict[str, Any], seed: int, config_file: str | None,
+             force: bool) -> Manifest:
         path = run_dir / "manifest.json"
         identity = Path(config_file).name if config_file else "(defaults)"
         if path.is_file():
@@ -115,7 +109,7 @@ class Manifest:
                                  "choose another run_dir, or pass --force to reuse it")
         else:
             data = {"stages": {}}
-        data.update({"config_file": identity, "config": to_dict(cfg), "seed": cfg.seed, "versions": _versions()})
+        data.update({"config_file": identity, "config": config, "seed": seed, "versions": _versions()})
         manifest = cls(path, data)
         manifest.save()
         return manifest
@@ -123,23 +117,26 @@ class Manifest:
     def save(self) -> None:
         atomic_write_json(self.path, self.data)
 
+    def entry(self, stage: str) -> dict[str, Any]:
+        return self.data["stages"].get(stage, {})
+
     def is_done(self, stage: str, fingerprint: str) -> bool:
-        entry = self.data["stages"].get(stage, {})
+        entry = self.entry(stage)
         return entry.get("status") == "done" and entry.get("fingerprint") == fingerprint
 
     def mark(self, stage: str, **fields: Any) -> None:
         self.data["stages"].setdefault(stage, {}).update(fields)
         self.save()
 
-    def mark_later_stale(self, stage: str) -> None:
-        """Later stages were made from `stage`'s old outputs: a run that stops early (--only, a
-        crash) must not leave them claiming to be done."""
-        later = [s for s in STAGE_ORDER[STAGE_ORDER.index(stage) + 1:]
-                 if self.data["stages"].get(s, {}).get("status") == "done"]
+    def start(self, stage: str, fingerprint: str, later: list[str]) -> None:
+        """`stage` runs (once more): stages after it were made from its old outputs, so a run that
+        stops early (--only, a crash) must not leave them claiming to be done. One write."""
         for name in later:
-            self.data["stages"][name]["status"] = "stale"
-        if later:
-            self.save()
+            if self.entry(name).get("status") == "done":
+                self.data["stages"][name]["status"] = "stale"
+        runs = int(self.entry(stage).get("runs", 0)) + 1
+        self.mark(stage, status="running", fingerprint=fingerprint, runs=runs,
+                  started=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
 def _outputs(paths: list[Path]) -> dict[str, str]:
@@ -156,9 +153,9 @@ def _with_seed(section: Any, seed: int) -> Any:
     return replace(section, seed=seed) if hasattr(section, "seed") else section
 
 
-def _stage_calls(cfg: PipelineConfig, run_dir: Path) -> dict[str, tuple[Any, Callable[[], Any], list[Path]]]:
-    """stage -> (the section that defines it, a call that runs it, the directories it owns)."""
-    from rlaif_code import feedback, ppo, reward, sample, sft
+def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
+    """The method's stages in order, each with its inputs and outputs wired inside `run_dir`."""
+    from rlaif_code import data, feedback, ppo, report, reward, sample, sft
 
     seed = cfg.seed
     d = {name: run_dir / name for name in STAGE_ORDER}
@@ -175,122 +172,80 @@ def _stage_calls(cfg: PipelineConfig, run_dir: Path) -> dict[str, tuple[Any, Cal
                          feedback=str(d["feedback"] / "feedback.jsonl"), out_dir=str(d["reward"]))
     ppo_cfg = replace(_with_seed(cfg.ppo, seed), policy=str(d["sft"]), reward_model=str(d["reward"]),
                       data_dir=str(d["data"]), prompts_file=None, out_dir=str(d["ppo"]))
+    compare = CompareInputs(data_dir=d["data"], models={"sft": d["sft"], "rlaif": d["ppo"] / "model"},
+                            samples_dir=run_dir / "samples", out_dir=run_dir / "eval", hub=cfg.data.hub,
+                            data=cfg.data.data, seed=seed)
     report_cfg = replace(cfg.report, run_dir=str(run_dir), out_dir=str(d["report"]))
-    return {
-        "data": (data_cfg, lambda: run_data(data_cfg), [d["data"]]),
-        "sft": (sft_cfg, lambda: sft.run(sft_cfg), [d["sft"]]),
-        "sample": (sample_cfg, lambda: sample.run(sample_cfg), [d["sample"]]),
-        "feedback": (feedback_cfg, lambda: feedback.run(feedback_cfg), [d["feedback"]]),
-        "reward": (reward_cfg, lambda: reward.run(reward_cfg), [d["reward"]]),
-        "ppo": (ppo_cfg, lambda: ppo.run(ppo_cfg), [d["ppo"]]),
-        "evaluate": (cfg.evaluate, lambda: run_evaluation(cfg, run_dir), [run_dir / "eval", run_dir / "samples"]),
-        "report": (report_cfg, lambda: _report(report_cfg), [d["report"]]),
-    }
+    return [
+        StageCall("data", data_cfg, lambda: data.run(data_cfg), [d["data"]]),
+        StageCall("sft", sft_cfg, lambda: sft.run(sft_cfg), [d["sft"]]),
+        StageCall("sample", sample_cfg, lambda: sample.run(sample_cfg), [d["sample"]]),
+        StageCall("feedback", feedback_cfg, lambda: feedback.run(feedback_cfg), [d["feedback"]]),
+        StageCall("reward", reward_cfg, lambda: reward.run(reward_cfg), [d["reward"]]),
+        StageCall("ppo", ppo_cfg, lambda: ppo.run(ppo_cfg), [d["ppo"]]),
+        StageCall("evaluate", cfg.evaluate, lambda: run_comparison(cfg.evaluate, compare),
+                  [compare.out_dir, compare.samples_dir]),
+        StageCall("report", report_cfg, lambda: _without_deltas(report.run(report_cfg)), [d["report"]]),
+    ]
 
 
-def _report(cfg: ReportConfig) -> dict[str, Any]:
-    from rlaif_code.report import run as run_report
-
-    result = run_report(cfg)
+def _without_deltas(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != "deltas"}
 
 
-def run_evaluation(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    """Greedy answers of M_SFT and M_RL on the eval split, scored alike, plus baselines and control."""
-    from rlaif_code import sample
-    from rlaif_code.artifacts import read_jsonl, atomic_write_jsonl
-    from rlaif_code.data.apibench import EVAL_FILES
-    from rlaif_code.data.parse import format_answer
-    from rlaif_code.data.source import DataSource
-    from rlaif_code.evaluate import evaluate
+def execute(stages: list[StageCall], manifest: Manifest, *, from_stage: str | None = None,
+            only_stage: str | None = None, console: Any = None) -> dict[str, Any]:
+    """Run the stages that are not done with their current fingerprint, in order."""
+    from rich.console import Console
 
-    section = cfg.evaluate
-    data_dir, samples_dir, eval_dir = run_dir / "data", run_dir / "samples", run_dir / "eval"
-    eval_rows = read_jsonl(data_dir / "eval.jsonl")
-    hub = cfg.data.hub
-    score = replace(section.score, hub=hub, data=cfg.data.data, eval_set=str(data_dir / "eval.jsonl"),
-                    show_table=True)
-    figures: dict[str, Any] = {}
-
-    def score_file(name: str, label: str, responses: Path) -> None:
-        result = evaluate(replace(score, responses=str(responses), label=label, out=None))
-        atomic_write_json(eval_dir / f"{name}.json", result)
-        figures[name] = {k: result.get(k) for k in ("accuracy", "hallucination", "exact_match", "rouge",
-                                                   "codebleu", "executability") if k in result}
-
-    for name, label, model in (("sft", "SFT", run_dir / "sft"), ("rlaif", "RLAIF", run_dir / "ppo" / "model")):
-        out = samples_dir / f"eval_{name}"
-        sample.run(replace(_with_seed(section.sample, cfg.seed), model=str(model), data_dir=str(data_dir),
-                           split="eval", input_file=None, out_dir=str(out)))
-        score_file(name, label, out / "samples.jsonl")
-    if section.reference_control:
-        control = samples_dir / "eval_reference.jsonl"
-        atomic_write_jsonl(control, ({"example_id": r["example_id"], "sample_id": 0,
-                                      "text": format_answer({k: r[k] for k in ("domain", "api_call", "provider",
-                                                                               "explanation", "code")})}
-                                     for r in eval_rows))
-        score_file("reference", "reference answers (control)", control)
-    if hub == "hf" and section.gorilla_baselines:
-        source = DataSource.resolve(cfg.data.data)
-        hf_eval_stem = Path(EVAL_FILES["hf"]).stem
-        wanted = {r["question_id"] for r in eval_rows if r["example_id"].startswith(hf_eval_stem + ":")}
-        for kind in section.gorilla_baselines:
-            path = source.path(f"responses/response_huggingface_Gorilla_{kind}.jsonl")
-            subset = [row for row in read_jsonl(path) if row.get("question_id") in wanted]
-            if subset:
-                baseline = samples_dir / f"baseline_gorilla_{kind}.jsonl"
-                atomic_write_jsonl(baseline, subset)
-                score_file(f"gorilla_{kind.lower()}", f"Gorilla-7B {kind} (released answers)", baseline)
-    return figures
+    console = console or Console()
+    names = [s.name for s in stages]
+    for flag, value in (("--from", from_stage), ("--only", only_stage)):
+        if value is not None and value not in names:
+            raise ConfigError(f"command line: {flag} {value!r} is not a stage ({', '.join(names)})")
+    previous = ""
+    invalid = False  # once a stage reruns, every later stage must rerun too
+    results: dict[str, Any] = {}
+    for index, stage in enumerate(stages):
+        name = stage.name
+        current = fingerprint(stage.section, previous)
+        previous = current
+        if only_stage and name != only_stage:
+            continue
+        forced = name == only_stage or (from_stage is not None and index >= names.index(from_stage))
+        if not forced and not invalid and manifest.is_done(name, current) and all(p.exists() for p in stage.owned):
+            console.print(f"[dim]{name}: done, skipped[/dim]")
+            continue
+        invalid = True
+        entry = manifest.entry(name)
+        interrupted = entry.get("fingerprint") == current and entry.get("status") in ("running", "failed")
+        if forced or not interrupted:
+            # Outputs made from other inputs are stale; an interrupted stage keeps them to resume.
+            for path in stage.owned:
+                shutil.rmtree(path, ignore_errors=True)
+        else:
+            console.print(f"{name}: resuming an interrupted run")
+        console.rule(f"[bold]{name}")
+        manifest.start(name, current, later=names[index + 1:])
+        started = time.perf_counter()
+        try:
+            metrics = stage.call()
+        except BaseException:
+            manifest.mark(name, status="failed", seconds=round(time.perf_counter() - started, 1))
+            raise
+        seconds = round(time.perf_counter() - started, 1)
+        manifest.mark(name, status="done", seconds=seconds, outputs=_outputs(stage.owned),
+                      metrics=metrics if isinstance(metrics, dict) else {})
+        results[name] = {"seconds": seconds}
+        console.print(f"{name}: done in {seconds:.1f} s")
+    return results
 
 
 def run(cfg: PipelineConfig, *, from_stage: str | None = None, only_stage: str | None = None,
         force: bool = False, config_file: str | None = None) -> dict[str, Any]:
-    from rich.console import Console
-
-    console = Console()
     if from_stage and only_stage:
         raise ConfigError("command line: --from and --only exclude each other")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest.open(run_dir, cfg, config_file, force)
-    calls = _stage_calls(cfg, run_dir)
-    previous = ""
-    invalid = False  # once a stage reruns, every later stage must rerun too
-    results: dict[str, Any] = {}
-    for stage in STAGE_ORDER:
-        section, call, owned = calls[stage]
-        fingerprint = _fingerprint(section, previous)
-        previous = fingerprint
-        if only_stage and stage != only_stage:
-            continue
-        forced = stage == only_stage or (from_stage is not None and
-                                         STAGE_ORDER.index(stage) >= STAGE_ORDER.index(from_stage))
-        if not forced and not invalid and manifest.is_done(stage, fingerprint) and all(p.exists() for p in owned):
-            console.print(f"[dim]{stage}: done, skipped[/dim]")
-            continue
-        invalid = True
-        manifest.mark_later_stale(stage)
-        entry = manifest.data["stages"].get(stage, {})
-        interrupted = entry.get("fingerprint") == fingerprint and entry.get("status") in ("running", "failed")
-        if forced or not interrupted:
-            # Outputs made from other inputs are stale; an interrupted stage keeps them to resume.
-            for path in owned:
-                shutil.rmtree(path, ignore_errors=True)
-        else:
-            console.print(f"{stage}: resuming an interrupted run")
-        console.rule(f"[bold]{stage}")
-        manifest.mark(stage, status="running", fingerprint=fingerprint, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        started = time.perf_counter()
-        try:
-            metrics = call()
-        except BaseException:
-            manifest.mark(stage, status="failed", seconds=round(time.perf_counter() - started, 1))
-            raise
-        seconds = round(time.perf_counter() - started, 1)
-        manifest.mark(stage, status="done", seconds=seconds, outputs=_outputs(owned),
-                      metrics=metrics if isinstance(metrics, dict) else {})
-        results[stage] = {"seconds": seconds}
-        console.print(f"{stage}: done in {seconds:.1f} s")
-    return results
-
+    manifest = Manifest.open(run_dir, to_dict(cfg), cfg.seed, config_file, force)
+    return execute(stage_calls(cfg, run_dir), manifest, from_stage=from_stage, only_stage=only_stage)

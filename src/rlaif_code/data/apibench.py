@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlaif_code.artifacts import InputError, iter_jsonl
+from rlaif_code.core.artifacts import InputError, iter_jsonl
 from rlaif_code.data.parse import FIELDS, parse_output
 from rlaif_code.data.source import HUBS, DataSource
 

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from rlaif_code.artifacts import InputError
+from rlaif_code.core.artifacts import InputError
 
 GORILLA_RAW = "https://raw.githubusercontent.com/ShishirPatil/gorilla/main/"
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rlaif_code.artifacts import InputError, atomic_write_jsonl, read_jsonl, stage_is_done, write_stage_record
+from rlaif_code.core.artifacts import InputError, atomic_write_jsonl, finished_result, read_jsonl, write_stage_record
+from rlaif_code.core.config import check, check_at_least
 from rlaif_code.data.apibench import (
     TRAIN_FILES,
     Example,
@@ -26,20 +27,28 @@ from rlaif_code.data.source import DataSource
 
 @dataclass
 class DataConfig:
-    hub: Literal["hf", "tf", "th"] = "th"
+    hub: Literal["hf", "tf", "th"] = "th"  # APIBench hub: hf (HuggingFace), tf (TensorFlow Hub), th (TorchHub)
     data: str | None = None  # Gorilla data dir; None: $RLAIF_DATA, else download into the cache
     # pool: the paper's seeded 90/10 split of all available examples of the hub;
     # given: the hub's own train/eval files; auto: given where a train file exists locally.
     split: Literal["auto", "pool", "given"] = "auto"
-    train_file: str | None = None  # explicit files override the hub's
-    eval_file: str | None = None
-    eval_fraction: float = 0.1
-    seed: int = 0
-    max_train: int | None = None  # seeded subsets, for budgets
-    max_eval: int | None = None
+    train_file: str | None = None  # an examples file to train on instead of the hub's (with eval_file)
+    eval_file: str | None = None  # an examples file to evaluate on instead of the hub's (with train_file)
+    eval_fraction: float = 0.1  # share of the pool held out for evaluation (split: pool)
+    seed: int = 0  # seeds the pool split and the max_train / max_eval subsets
+    max_train: int | None = None  # a seeded subset of N training examples, for budgets; None: all
+    max_eval: int | None = None  # a seeded subset of N eval examples, for budgets; None: all
+    # API documentation in the prompt: none, the reference API's (oracle, an upper bound) or
+    # BM25's best matches in the hub's API database.
     retrieval: Literal["none", "oracle", "bm25"] = "none"
-    retrieval_top_k: int = 1
-    out_dir: str = "runs/default/data"
+    retrieval_top_k: int = 1  # documents bm25 retrieval puts in each prompt
+    out_dir: str = "runs/default/data"  # where train.jsonl and eval.jsonl are written
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.eval_fraction < 1.0, "eval_fraction", f"must be in (0, 1), got {self.eval_fraction!r}")
+        check_at_least(self, 1, "max_train", "max_eval", "retrieval_top_k")
+        missing, given = ("eval_file", "train_file") if self.train_file else ("train_file", "eval_file")
+        check(bool(self.train_file) == bool(self.eval_file), missing, f"must be given together with {given}")
 
 
 def _subset(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
@@ -75,8 +84,8 @@ def select_examples(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
 
 def run(cfg: DataConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
-    if stage_is_done(out, "data", cfg):
-        return {"skipped": True}
+    if (done := finished_result(out, "data", cfg)) is not None:
+        return done
     train, evals = select_examples(cfg)
     source = DataSource.resolve(cfg.data)
     api_db = load_api_database(source, cfg.hub) if cfg.retrieval == "bm25" else None

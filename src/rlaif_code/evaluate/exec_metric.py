@@ -46,17 +46,27 @@ users who have the weights.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from rlaif_code.core.progress import progress_bar
 from rlaif_code.evaluate.metrics import METRICS, EvalContext, EvalItem, MetricResult
-from rlaif_code.progress import progress_bar
 from rlaif_code.sandbox.env import find_exec_python
 from rlaif_code.sandbox.runner import Limits, Sandbox
 from rlaif_code.sandbox.tiers import ExecutabilityChecker, SnippetVerdict, extract_code, summarize, tiers_up_to
 
-DEFAULTS = {"exec_tier": "run", "exec_mode": "hermetic", "exec_workers": 2, "exec_env": None,
-            "exec_timeout": 20.0}
+
+@dataclass(frozen=True)
+class ExecSettings:
+    """How snippets are judged. No defaults here: `EvalConfig`'s exec_* keys are the only ones."""
+
+    tier: Literal["parse", "static", "run"]
+    mode: Literal["hermetic", "real"]
+    workers: int
+    env: str | None  # exec env dir; None: $RLAIF_EXEC_ENV, else ~/.cache/rlaif-code/exec-env
+    timeout: float  # wall-clock seconds per snippet
+    data: str | None  # Gorilla data dir (the ids hermetic mode knows); None: $RLAIF_DATA
 
 
 # Verdicts by (snippet, settings) for the life of the process. The files of one run share their
@@ -65,31 +75,30 @@ DEFAULTS = {"exec_tier": "run", "exec_mode": "hermetic", "exec_workers": 2, "exe
 _VERDICTS: dict[tuple[str, tuple[str, ...]], SnippetVerdict] = {}
 
 
-def executability(codes: list[str], *, tier: str = "run", mode: str = "hermetic", workers: int = 2,
-                  env: str | Path | None = None, timeout: float = 20.0, data: str | None = None,
+def executability(codes: list[str], settings: ExecSettings,
                   python: str | Path | None = None) -> tuple[list[SnippetVerdict], dict[str, Any]]:
-    """Judge `codes` up to `tier`; (per-snippet verdicts, summary) — usable outside `rlaif eval`."""
+    """Judge `codes` up to `settings.tier`; (per-snippet verdicts, summary) — usable outside `rlaif eval`."""
     known = None
-    if mode == "hermetic":
+    if settings.mode == "hermetic":
         from rlaif_code.data.source import DataSource
         from rlaif_code.sandbox.hub_ids import known_hub_ids
 
-        known = known_hub_ids(DataSource.resolve(data))
-    interpreter = Path(python) if python else find_exec_python(env)
-    settings = (tier, mode, str(interpreter), str(timeout), str(data))
-    todo = sorted({code for code in codes if (code, settings) not in _VERDICTS})
+        known = known_hub_ids(DataSource.resolve(settings.data))
+    interpreter = Path(python) if python else find_exec_python(settings.env)
+    key = (settings.tier, settings.mode, str(interpreter), str(settings.timeout), str(settings.data))
+    todo = sorted({code for code in codes if (code, key) not in _VERDICTS})
     # The one explicit opt-in to running without a sandbox from the command line.
     unsandboxed = os.environ.get("RLAIF_EXEC_ALLOW_UNSANDBOXED") == "1"
-    with Sandbox(interpreter, mode=mode, known_ids=known, limits=Limits(timeout=timeout),
+    with Sandbox(interpreter, mode=settings.mode, known_ids=known, limits=Limits(timeout=settings.timeout),
                  allow_unsandboxed=unsandboxed) as sandbox:
-        checker = ExecutabilityChecker(sandbox, workers=workers)
+        checker = ExecutabilityChecker(sandbox, workers=settings.workers)
         if todo:
             with progress_bar("exec: snippets run", len(todo)) as bar:
-                fresh = checker.check(todo, tier, progress=lambda _index, _result: bar.advance())  # type: ignore[arg-type]
-            _VERDICTS.update({(code, settings): verdict for code, verdict in zip(todo, fresh)})
+                fresh = checker.check(todo, settings.tier, progress=lambda _index, _result: bar.advance())
+            _VERDICTS.update({(code, key): verdict for code, verdict in zip(todo, fresh)})
         isolation = sandbox.isolation
-    verdicts = [_VERDICTS[(code, settings)] for code in codes]
-    summary = summarize(verdicts, tier)  # type: ignore[arg-type]
+    verdicts = [_VERDICTS[(code, key)] for code in codes]
+    summary = summarize(verdicts, settings.tier)
     summary["isolation"] = isolation
     summary["import_names_checked"] = checker.names_checked
     summary["snippets_run"] = len(todo)
@@ -99,17 +108,17 @@ def executability(codes: list[str], *, tier: str = "run", mode: str = "hermetic"
 
 @METRICS.register("exec")
 def exec_metric(items: list[EvalItem], ctx: EvalContext) -> MetricResult:
-    options = {**DEFAULTS, **{k: v for k, v in ctx.options.items() if k in DEFAULTS and v is not None}}
-    tier = options["exec_tier"]
-    kwargs = dict(tier=tier, mode=options["exec_mode"], workers=options["exec_workers"],
-                  env=options["exec_env"], timeout=options["exec_timeout"], data=ctx.options.get("data"))
+    settings = ctx.exec_settings
+    if settings is None:
+        raise ValueError("the exec metric needs EvalContext.exec_settings")
+    tier = settings.tier
     model_codes = [extract_code(item.parsed.fields["code"]) for item in items]
     # The control: each distinct eval item's reference code, judged once.
     references: dict[str, str] = {}
     for item in items:
         references.setdefault(item.example.example_id, extract_code(item.example.code))
-    verdicts, model_summary = executability(model_codes, **kwargs)
-    control_verdicts, control_summary = executability(list(references.values()), **kwargs)
+    verdicts, model_summary = executability(model_codes, settings)
+    control_verdicts, control_summary = executability(list(references.values()), settings)
     tiers = tiers_up_to(tier)
     summary: dict[str, float] = {f"exec_{t}": model_summary[t] for t in tiers}
     summary.update({f"exec_control_{t}": control_summary[t] for t in tiers})
@@ -129,7 +138,7 @@ def exec_metric(items: list[EvalItem], ctx: EvalContext) -> MetricResult:
                                      for item in items]
     details = {key: value for key, value in model_summary.items() if key not in tiers}
     control_details = {key: value for key, value in control_summary.items() if key not in tiers}
-    extra = {"exec": {"tier": tier, "mode": options["exec_mode"], "model": details, "control": control_details}}
+    extra = {"exec": {"tier": tier, "mode": settings.mode, "model": details, "control": control_details}}
     return MetricResult(summary, per_item, extra)
 
 

@@ -7,16 +7,16 @@ confidence intervals from the same numbers the summary comes from.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from rlaif_code.core.registry import Registry
 from rlaif_code.data.apibench import Example
+from rlaif_code.data.ast_match import AstMatcher
 from rlaif_code.data.parse import ParsedOutput
-from rlaif_code.evaluate.ast_match import AstMatcher
-from rlaif_code.registry import Registry
 
 
 @dataclass
@@ -31,7 +31,7 @@ class EvalItem:
 class EvalContext:
     hub: str
     api_database: list[dict[str, Any]]
-    options: dict[str, Any] = field(default_factory=dict)
+    exec_settings: Any = None  # exec_metric.ExecSettings, for the `exec` metric
     _matcher: AstMatcher | None = None
 
     @property
@@ -137,6 +137,3 @@ def codebleu_metric(items: list[EvalItem], ctx: EvalContext) -> MetricResult:
     summary.update({f"codebleu_{part.replace('_score', '')}": _mean(v) for part, v in per_part.items()})
     extra = {"codebleu_dataflow_defaulted_to_1": dataflow_defaulted}
     return MetricResult(summary, {"codebleu": totals}, extra)
-
-
-from rlaif_code.evaluate import exec_metric as _exec_metric  # noqa: E402,F401  registers "exec"

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rlaif_code.artifacts import InputError, atomic_write_json, iter_jsonl
-from rlaif_code.config import to_dict
+from rlaif_code.core.artifacts import InputError, atomic_write_json, iter_jsonl
+from rlaif_code.core.config import check, check_at_least, to_dict
 from rlaif_code.data.apibench import Example, load_api_database, load_eval_examples
 from rlaif_code.data.parse import parse_output
 from rlaif_code.data.source import DataSource
+from rlaif_code.evaluate.exec_metric import ExecSettings
 from rlaif_code.evaluate.metrics import METRICS, EvalContext, EvalItem
 
 # Keys every result file has, as fractions in [0, 1] (the contract with report and users).
@@ -27,21 +28,31 @@ HEADLINE = ("accuracy", "hallucination", "error", "exact_match", "rouge", "codeb
 
 @dataclass
 class EvalConfig:
-    hub: Literal["hf", "tf", "th"] = "hf"
-    responses: str = ""  # answers JSONL (required)
+    hub: Literal["hf", "tf", "th"] = "hf"  # APIBench hub the answers are for: hf, tf (TensorFlow Hub), th (TorchHub)
+    # The answers JSONL: Gorilla's format (question_id, text) or the sample stage's (example_id, text).
+    responses: str = field(default="", metadata={"required": True, "metavar": "FILE"})
     data: str | None = None  # Gorilla data dir; None: $RLAIF_DATA, else the download cache
     eval_set: str | None = None  # a data stage's eval.jsonl; default: the hub's whole eval file
-    out: str | None = None  # result JSON
+    out: str | None = None  # where the result JSON is written; None: not written
+    # Metrics to compute, by name: ast (accuracy, hallucination, error), rouge, codebleu.
     metrics: list[str] = field(default_factory=lambda: ["ast", "rouge", "codebleu"])
-    per_domain: bool = True
-    show_table: bool = True
+    per_domain: bool = True  # also break the headline metrics down by the examples' domain
+    show_table: bool = True  # print the result as a table
     label: str = ""  # name shown in tables and reports (default: the responses file's name)
     exec: bool = False  # executability in the sandbox (evaluate/exec_metric.py; needs `rlaif exec-env`)
+    # Highest executability tier checked: parse (Python parses it), static (and pyflakes finds no
+    # undefined name and every import resolves), run (it runs to its end in the sandbox).
     exec_tier: Literal["parse", "static", "run"] = "run"
+    # hermetic: no network, model loading intercepted (ids checked against the API database);
+    # real: models from the local Hugging Face cache, for users who have the weights.
     exec_mode: Literal["hermetic", "real"] = "hermetic"
-    exec_workers: int = 2
+    exec_workers: int = 2  # snippets run in parallel
     exec_env: str | None = None  # exec env dir; None: $RLAIF_EXEC_ENV, else ~/.cache/rlaif-code/exec-env
     exec_timeout: float = 60.0  # seconds per snippet (each imports torch/transformers afresh)
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "exec_workers")
+        check(self.exec_timeout > 0, "exec_timeout", f"must be positive, got {self.exec_timeout!r}")
 
 
 def load_eval_set(cfg: EvalConfig, source: DataSource) -> list[Example]:
@@ -104,11 +115,17 @@ def _per_domain(items: list[EvalItem], per_item: dict[str, list[Any]]) -> dict[s
     return out
 
 
+def exec_settings(cfg: EvalConfig) -> ExecSettings:
+    return ExecSettings(tier=cfg.exec_tier, mode=cfg.exec_mode, workers=cfg.exec_workers, env=cfg.exec_env,
+                        timeout=cfg.exec_timeout, data=cfg.data)
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     source = DataSource.resolve(cfg.data)
     examples = load_eval_set(cfg, source)
     items = load_items(cfg, examples)
-    ctx = EvalContext(hub=cfg.hub, api_database=load_api_database(source, cfg.hub), options=to_dict(cfg))
+    ctx = EvalContext(hub=cfg.hub, api_database=load_api_database(source, cfg.hub),
+                      exec_settings=exec_settings(cfg))
     summary: dict[str, Any] = {"n": len(items)}
     per_item: dict[str, list[Any]] = {}
     extra: dict[str, Any] = {}

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlaif_code.artifacts import (
+from rlaif_code.core.artifacts import (
     InputError,
     atomic_write_json,
     atomic_write_jsonl,
-    read_stage_record,
-    stage_is_done,
+    finished_result,
     write_stage_record,
 )
+from rlaif_code.core.config import check_at_least
 from rlaif_code.feedback.judges import make_judge
 from rlaif_code.feedback.judges.hf_judge import HFJudgeConfig
 from rlaif_code.feedback.judges.openai_judge import OpenAIJudgeConfig
@@ -53,20 +53,23 @@ from rlaif_code.feedback.stage import run_from_cli as _run_from_cli
 
 @dataclass
 class JudgeCheckConfig:
-    samples: str = "runs/default/sample/samples.jsonl"
-    data_dir: str = "runs/default/data"
-    data: str | None = None
+    samples: str = "runs/default/sample/samples.jsonl"  # the answers to draw from: the sample stage's samples.jsonl
+    data_dir: str = "runs/default/data"  # the data stage's output: train.jsonl / eval.jsonl
+    data: str | None = None  # Gorilla data (API databases); None: $RLAIF_DATA, else the download cache
     rubric: str | None = None  # its tool questions are the ones checked; None: judge_check_rubric.yaml
     questions: list[str] = field(default_factory=list)  # a subset of those question ids; empty: all
-    judge: str = "openai"
-    openai: OpenAIJudgeConfig = field(default_factory=OpenAIJudgeConfig)
-    hf: HFJudgeConfig = field(default_factory=HFJudgeConfig)
-    tools: ToolsConfig = field(default_factory=ToolsConfig)
-    judge_sees_reference: bool = True
+    judge: str = "openai"  # the LLM judge to check: openai or hf
+    openai: OpenAIJudgeConfig = field(default_factory=OpenAIJudgeConfig)  # the openai judge (any compatible server)
+    hf: HFJudgeConfig = field(default_factory=HFJudgeConfig)  # the hf judge (a local causal LM)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)  # the tool checks the judge is compared with
+    judge_sees_reference: bool = True  # show the judge the reference API's documentation
     n: int = 100  # answers drawn (all of them when fewer); seeded, nested: n=50 is the first half of n=100
-    seed: int = 0
-    cache_path: str | None = None  # None: <out_dir>/judge_cache.sqlite
-    out_dir: str = "runs/default/judge_check"
+    seed: int = 0  # seeds which answers are drawn
+    cache_path: str | None = None  # SQLite cache of judge replies; None: <out_dir>/judge_cache.sqlite
+    out_dir: str = "runs/default/judge_check"  # where judge_check.json and judge_check_rows.jsonl go
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "n")
 
 
 def agreement(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -100,11 +103,8 @@ def agreement(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 def run(cfg: JudgeCheckConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     recorded = record_config(cfg)
-    if stage_is_done(out, "judge-check", recorded):
-        record = read_stage_record(out) or {}
-        return {**record.get("metrics", {}), "skipped": True}
-    if cfg.n < 1:
-        raise InputError(f"judge-check: n must be >= 1, got {cfg.n}")
+    if (done := finished_result(out, "judge-check", recorded)) is not None:
+        return done
     rubric = load_rubric(cfg.rubric or judge_check_rubric_path())
     questions = rubric.tool_questions
     if cfg.questions:

@@ -45,8 +45,8 @@ softer opinions move it only at the margin. The exact match weighs 1 because an
 instruction often admits several right APIs; measured on the demo's SFT samples, not
 one of 96 matched the reference while 27 called a real API. The paper counts plain yes
 answers; these weights are our choice, made so that the labels track what the evaluation
-measures (executability, AST accuracy, hallucination). An absolute threshold means the same in every run, so a better policy
-really gets more of its answers accepted; the quantile mode is there for when the
+measures (executability, AST accuracy, hallucination). An absolute threshold means the same in
+every run, so a better policy really gets more of its answers accepted; the quantile mode is there for when the
 reward model needs balanced classes from a batch that is mostly good or mostly bad.
 Check `accepted_fraction` in the stage summary either way.
 """
@@ -61,7 +61,7 @@ from typing import Any, Iterable, Literal
 
 import yaml
 
-from rlaif_code.artifacts import InputError
+from rlaif_code.core.artifacts import InputError
 
 LLM = "llm"
 REQUIRED_FIELDS = ("id", "text", "weight", "by")

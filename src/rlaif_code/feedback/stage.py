@@ -11,7 +11,9 @@ Output (in `out_dir`): `feedback.jsonl`, one row per answer::
 
 (`prompt`, `text` and `label` are what the reward stage reads), and `stage.json` with
 the config and a summary: label counts, the threshold used, yes rates and unparseable
-counts per question, requests sent, cache hits, tokens and estimated cost.
+counts per question, requests sent, cache hits, tokens and estimated cost, and the
+judge's failed attempts by kind (`judge_stats.errors`: HTTP statuses, timeouts, dropped
+connections, replies that could not be read).
 
 Who answers: each rubric question names a tool check or `llm`; tool questions are
 answered by the tools, `llm` questions by the configured `judge` (`openai`, `hf`, or
@@ -20,8 +22,10 @@ label, and why the default threshold is what it is: see `rlaif_code.feedback.rub
 
 Resuming: LLM replies go to an SQLite cache (`cache_path`, default
 `<out_dir>/judge_cache.sqlite`) as they arrive. A run that is killed, or stops on a
-server error, loses nothing it was told; run it again and it asks only the rest. A
-finished stage with the same config is skipped outright.
+server error, loses nothing it was told; run it again and it asks only the rest. The
+error (one line: the server, the last error, how many answers are left) is raised as a
+`JudgeError`; `rlaif feedback` prints it and exits with code 2. A finished stage with
+the same config is skipped outright.
 """
 
 from __future__ import annotations
@@ -32,16 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rlaif_code.artifacts import (
+from rlaif_code.core.artifacts import (
     InputError,
     atomic_write_jsonl,
+    finished_result,
     iter_jsonl,
-    read_stage_record,
-    stage_is_done,
     write_stage_record,
 )
+from rlaif_code.core.config import check_at_least, check_fraction
 from rlaif_code.feedback.cache import JudgeCache
 from rlaif_code.feedback.judges import Judge, JudgeError, JudgeSubject, ask_all, make_judge
+from rlaif_code.feedback.judges.base import one_line
 from rlaif_code.feedback.judges.hf_judge import HFJudgeConfig
 from rlaif_code.feedback.judges.openai_judge import OpenAIJudgeConfig
 from rlaif_code.feedback.rubric import (
@@ -67,20 +72,30 @@ class ToolsConfig:
 
 @dataclass
 class FeedbackConfig:
-    samples: str = "runs/default/sample/samples.jsonl"
+    samples: str = "runs/default/sample/samples.jsonl"  # the answers to judge: the sample stage's samples.jsonl
     data_dir: str = "runs/default/data"  # the data stage's output: train.jsonl / eval.jsonl
     data: str | None = None  # Gorilla data (API databases); None: $RLAIF_DATA, else the download cache
-    rubric: str | None = None  # None: the packaged default rubric
+    rubric: str | None = None  # rubric YAML file; None: the packaged default rubric
     judge: str = "tools"  # who answers `llm` questions: tools (nobody), openai, hf
-    openai: OpenAIJudgeConfig = field(default_factory=OpenAIJudgeConfig)
-    hf: HFJudgeConfig = field(default_factory=HFJudgeConfig)
-    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    openai: OpenAIJudgeConfig = field(default_factory=OpenAIJudgeConfig)  # the openai judge (any compatible server)
+    hf: HFJudgeConfig = field(default_factory=HFJudgeConfig)  # the hf judge (a local causal LM)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)  # the tool checks
     judge_sees_reference: bool = True  # show the judge the reference API's documentation
+    # absolute: accept a score >= threshold; quantile: threshold is a quantile of the batch's
+    # scores (0.5 accepts the upper half).
     threshold_mode: Literal["absolute", "quantile"] = "absolute"
-    threshold: float = 0.85
+    threshold: float = 0.85  # in [0, 1]: the score an answer needs (absolute) or the quantile (quantile)
     max_samples: int | None = None  # the first N answers only, for budgets
-    cache_path: str | None = None  # None: <out_dir>/judge_cache.sqlite
-    out_dir: str = "runs/default/feedback"
+    cache_path: str | None = None  # SQLite cache of judge replies; None: <out_dir>/judge_cache.sqlite
+    out_dir: str = "runs/default/feedback"  # where feedback.jsonl (scores and labels) and its summary go
+
+    def __post_init__(self) -> None:
+        check_fraction(self, "threshold", include_one=True)
+        check_at_least(self, 1, "max_samples")
+
+    def fingerprint_inputs(self) -> dict[str, str]:
+        # The rubric's content, not just its path, decides the labels: an edited rubric relabels.
+        return {"rubric_sha256": rubric_digest(self.rubric)}
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -154,8 +169,8 @@ def matchers_for(samples: list[Sample], rubric_checks: set[str], data: str | Non
     if not rubric_checks & API_CHECKS:
         return {}
     from rlaif_code.data.apibench import load_api_database
+    from rlaif_code.data.ast_match import AstMatcher
     from rlaif_code.data.source import DataSource
-    from rlaif_code.evaluate.ast_match import AstMatcher
 
     source = DataSource.resolve(data)
     hubs = sorted({str(s.reference.get("hub") or "") for s in samples})
@@ -196,7 +211,12 @@ def llm_answers(judge: Judge, cache: JudgeCache | None, samples: list[Sample], q
     if not questions or not judge.asks_llm:
         return [{} for _ in samples]
     per_sample = [judge.requests_for(judge_subject(s, sees_reference), questions) for s in samples]
-    replies = ask_all(judge, cache, [req for reqs in per_sample for req in reqs])
+    try:
+        replies = ask_all(judge, cache, [req for reqs in per_sample for req in reqs])
+    except JudgeError as err:
+        unfinished = JudgeError(_unfinished(str(err), per_sample, err.pending_keys, cache is not None))
+        unfinished.pending_keys = err.pending_keys
+        raise unfinished from err
     by = f"{judge.kind}:{judge.model}"
     out = []
     for reqs in per_sample:
@@ -209,6 +229,16 @@ def llm_answers(judge: Judge, cache: JudgeCache | None, samples: list[Sample], q
                 answers[qid] = Answer(answer=got["answer"], p_yes=got.get("p_yes"), by=by, detail=detail)
         out.append(answers)
     return out
+
+
+def _unfinished(message: str, per_sample: list[list[Any]], pending: frozenset[str], cached: bool) -> str:
+    """A judge's error, with how many answers are left unlabelled and what a rerun does."""
+    left = sum(any(req.key in pending for req in reqs) for reqs in per_sample)
+    where = (" The replies received so far are kept in the cache; rerun to continue (only the "
+             "unanswered requests are sent)."
+             if cached else "")
+    return (f"{one_line(message, 600)} {left} of {len(per_sample)} answers are still to be labelled "
+            f"({len(pending)} judge requests unanswered).{where}")
 
 
 def record_config(cfg: Any) -> Any:
@@ -259,10 +289,8 @@ def run(cfg: FeedbackConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     recorded = record_config(cfg)
     digest = rubric_digest(cfg.rubric)
-    if stage_is_done(out, "feedback", recorded):
-        record = read_stage_record(out) or {}
-        if record.get("metrics", {}).get("rubric_sha256") == digest:
-            return {**record.get("metrics", {}), "skipped": True}
+    if (done := finished_result(out, "feedback", recorded)) is not None:
+        return done
     rubric = load_rubric(cfg.rubric)
     judge = make_judge(cfg.judge, cfg)
     references = load_references(cfg.data_dir)
@@ -318,7 +346,7 @@ def run_from_cli(cfg: Any, args: Any, runner: Any = None) -> int:
     try:
         metrics = (runner or run)(cfg)
     except JudgeError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err, 2000)}", file=sys.stderr)  # one line, never a traceback
         return 2
     print(json.dumps(metrics, indent=2, default=str))
     return 0

@@ -8,7 +8,8 @@ registered in `TOOL_CHECKS`; a rubric question names one in its `by` field.
 | --- | --- |
 | syntax | the code parses with Python's own parser (`ast.parse`) |
 | undefined_names | pyflakes finds no undefined name in the code |
-| imports_resolve | every imported top-level module is found in the evaluation environment (`importlib.util.find_spec`), and no module is used without being imported |
+| imports_resolve | every imported top-level module is found in the evaluation environment |
+|  | (`importlib.util.find_spec`), and no module is used without being imported |
 | api_exists | the api_call matches some API of the hub's database (Gorilla's AST matching: not a hallucination) |
 | api_matches_reference | the api_call is the example's reference API, name and required arguments (`AstResult.exact`) |
 | domain_matches | the answer's domain is the reference API's domain (case and spacing ignored) |
@@ -33,8 +34,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable
 
-from rlaif_code.evaluate.ast_match import AstMatcher, AstResult
-from rlaif_code.registry import Registry
+from rlaif_code.core.registry import Registry
+from rlaif_code.data.ast_match import AstMatcher, AstResult
 
 ToolCheck = Callable[["ToolContext"], tuple[str, str | None]]
 

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlaif_code.artifacts import (
+from rlaif_code.core.artifacts import (
     InputError,
     atomic_write_json,
     file_sha256,
+    finished_result,
     read_json,
-    stage_is_done,
     write_stage_record,
 )
+from rlaif_code.core.config import check
 
 PACKAGES_FILE = Path(__file__).with_name("exec_packages.txt")
 ENV_REPORT = "exec_env.json"
@@ -41,8 +42,15 @@ class ExecEnvConfig:
     path: str | None = None  # None: $RLAIF_EXEC_ENV, else ~/.cache/rlaif-code/exec-env
     packages: str | None = None  # None: the list shipped with rlaif-code (sandbox/exec_packages.txt)
     python: str | None = None  # interpreter the venv is made from; None: the one running rlaif
-    optional: bool = True  # also try the [optional] long tail
+    optional: bool = True  # also try the [optional] long tail, one package at a time
     pip_timeout: float = 1800.0  # seconds for one pip call
+
+    def __post_init__(self) -> None:
+        check(self.pip_timeout > 0, "pip_timeout", f"must be positive, got {self.pip_timeout!r}")
+
+    def fingerprint_inputs(self) -> dict[str, str]:
+        # An edited package list means installing again (pip keeps what is already there).
+        return {"packages_sha256": file_sha256(Path(self.packages) if self.packages else PACKAGES_FILE)}
 
 
 def default_env_path() -> Path:
@@ -125,12 +133,10 @@ def run(cfg: ExecEnvConfig) -> dict[str, Any]:
     packages_file = Path(cfg.packages) if cfg.packages else PACKAGES_FILE
     packages = read_packages(packages_file)
     packages_sha = file_sha256(packages_file)
-    if stage_is_done(env_path, "exec-env", cfg) and env_python(env_path).exists():
+    if (done := finished_result(env_path, "exec-env", cfg)) is not None and env_python(env_path).exists():
         report = read_json(env_path / ENV_REPORT)
-        # An edited package list means installing again (pip keeps what is already there).
-        if report.get("packages_sha256") == packages_sha:
-            print(f"exec env already built at {env_path}")
-            return {"skipped": True, "path": str(env_path), "installed": len(report.get("installed", []))}
+        print(f"exec env already built at {env_path}")
+        return {**done, "path": str(env_path), "installed": len(report.get("installed", []))}
     started = time.monotonic()
     base_python = cfg.python or sys.executable
     if not env_python(env_path).exists():

@@ -36,22 +36,29 @@ import resource
 import secrets
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
 
+from rlaif_code.sandbox.isolation import (
+    Interpreter,
+    Isolation,
+    bwrap_args,
+    detect_isolation,
+    is_root,
+    readable_by_others,
+    unshare_prefix,
+)
+from rlaif_code.sandbox.outcome import RunResult, Status, interpret, tail
+
 HERMETIC_DIR = Path(__file__).with_name("hermetic")
 
-Status = Literal["ok", "exception", "timeout", "killed", "leaked", "error"]
-Isolation = Literal["bwrap", "unshare", "none"]
 HubMode = Literal["plain", "hermetic", "real"]
 
 
@@ -70,135 +77,6 @@ class Limits:
     tail_chars: int = 4000  # how much of stdout/stderr is kept
 
 
-@dataclass
-class RunResult:
-    status: Status
-    exit_code: int | None = None
-    signal: int | None = None
-    exception_type: str | None = None
-    exception_message: str | None = None
-    missing_module: str | None = None  # top-level module of a ModuleNotFoundError
-    limit: str | None = None  # cpu / memory / file_size / processes / open_files, when one was hit
-    stdout: str = ""
-    stderr: str = ""
-    duration: float = 0.0
-    leaked_processes: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def short(self) -> str:
-        if self.status == "exception":
-            return f"{self.exception_type}: {self.exception_message or ''}"[:200]
-        if self.status == "killed":
-            return f"killed by signal {self.signal}" + (f" ({self.limit} limit)" if self.limit else "")
-        return self.status
-
-
-def _probe(args: list[str]) -> bool:
-    try:
-        return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _unshare_prefix() -> list[str]:
-    base = ["unshare", "--net", "--pid", "--fork", "--kill-child"]
-    return base if _is_root() else [base[0], "--user", "--map-root-user", *base[1:]]
-
-
-@lru_cache(maxsize=None)
-def detect_isolation() -> Isolation:
-    """The strongest isolation that works on this machine ('none' if nothing does)."""
-    if shutil.which("bwrap"):
-        args = ["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-net",
-                "--unshare-pid", "--die-with-parent", "--new-session"]
-        if not _is_root():
-            args.append("--unshare-user")
-        if _probe(args + ["true"]):
-            return "bwrap"
-    if shutil.which("unshare") and _probe(_unshare_prefix() + ["true"]):
-        return "unshare"
-    return "none"
-
-
-@dataclass(frozen=True)
-class Interpreter:
-    """Where an interpreter lives: every path the sandbox must show it."""
-
-    python: Path
-    prefix: Path
-    base_prefix: Path
-    executable: Path  # realpath of the binary
-    extra_paths: tuple[Path, ...] = ()  # sys.path entries outside both prefixes
-
-    @classmethod
-    def inspect(cls, python: str | Path) -> "Interpreter":
-        python = Path(python).absolute()  # the sandbox starts elsewhere; keep the venv's symlink
-        if not python.exists():
-            raise FileNotFoundError(f"interpreter not found: {python}")
-        # Runs the exec env's interpreter on a constant script of ours: no generated code.
-        script = ("import json, os, sys; print(json.dumps([sys.prefix, sys.base_prefix, "
-                  "os.path.realpath(sys.executable), sys.path]))")
-        out = subprocess.run([str(python), "-I", "-c", script], capture_output=True, text=True, timeout=60,
-                             check=True).stdout
-        prefix, base_prefix, executable, path = json.loads(out)
-        roots = [Path(prefix), Path(base_prefix)]
-        extra = tuple(sorted({Path(p) for p in path if p and Path(p).exists()
-                              and not any(Path(p).is_relative_to(r) for r in roots)
-                              and not Path(p).is_relative_to("/usr")}))
-        return cls(python, Path(prefix), Path(base_prefix), Path(executable), extra)
-
-    def paths(self) -> list[Path]:
-        return [self.prefix, self.base_prefix, self.executable.parent, *self.extra_paths]
-
-
-def _readable_by_others(path: Path) -> bool:
-    """Whether an unprivileged uid could reach `path` (o+x on every ancestor, o+r on it)."""
-    path = path.resolve()
-    for parent in [*reversed(path.parents), path]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            return False
-    return bool(path.stat().st_mode & stat.S_IROTH)
-
-
-_KILLED_BY: dict[int, str] = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "file_size"}
-
-
-def _limit_of_exception(exc_type: str | None, message: str | None) -> str | None:
-    if exc_type == "MemoryError":
-        return "memory"
-    text = message or ""
-    if exc_type in ("BlockingIOError", "OSError") and ("Resource temporarily unavailable" in text
-                                                      or "[Errno 11]" in text):
-        return "processes"
-    if "Too many open files" in text:
-        return "open_files"
-    if "File too large" in text:
-        return "file_size"
-    return None
-
-
-def _tail(path: Path, chars: int) -> str:
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            handle.seek(max(0, size - chars * 4))
-            data = handle.read()
-    except OSError:
-        return ""
-    return data.decode("utf-8", errors="replace")[-chars:]
-
-
 def _rmtree(path: Path) -> None:
     def make_writable(func: Callable[..., Any], target: str, _exc: Any) -> None:
         try:
@@ -215,6 +93,57 @@ def _rmtree(path: Path) -> None:
         if not os.path.lexists(path):
             return
         time.sleep(0.1)
+
+
+def _default_hf_cache() -> Path:
+    env = os.environ.get("HF_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "huggingface"
+
+
+def _environment(workdir: Path, prefix: Path, hf_cache: Path | None) -> dict[str, str]:
+    return {
+        "PATH": f"{prefix / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir), "TMPDIR": str(workdir), "USER": "sandbox", "LOGNAME": "sandbox",
+        "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+        "XDG_CACHE_HOME": str(workdir / ".cache"), "MPLCONFIGDIR": str(workdir / ".cache" / "mpl"),
+        "TORCH_HOME": str(workdir / ".cache" / "torch"), "MPLBACKEND": "Agg",
+        # One core each: parallelism comes from running several sandboxes.
+        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+        "NUMEXPR_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TF_CPP_MIN_LOG_LEVEL": "2",
+        # tensorflow_hub's KerasLayer is a Keras 2 layer: tf.keras must be Keras 2 too.
+        "TF_USE_LEGACY_KERAS": "1",
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1",
+        "HF_HOME": str(hf_cache) if hf_cache else str(workdir / ".cache" / "huggingface"),
+    }
+
+
+def _preexec(limits: Limits) -> Callable[[], None]:
+    mib = 1024 * 1024
+
+    def apply() -> None:
+        # Only async-signal-safe-ish work here: we fork from worker threads.
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mib, limits.memory_mb * mib))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mib, limits.file_size_mb * mib))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # Counted per uid: binds the dropped uid (root) or the user's namespace (non-root).
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+
+    return apply
+
+
+def _read_answer(result_path: Path) -> dict[str, Any] | None:
+    if not result_path.is_file():
+        return None
+    try:
+        return json.loads(result_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 class Sandbox:
@@ -238,28 +167,35 @@ class Sandbox:
                 "`unshare --net --pid --fork true` work); generated code is never run unsandboxed unless "
                 "you opt in explicitly: Sandbox(..., allow_unsandboxed=True), or for `rlaif eval --exec` "
                 "the environment variable RLAIF_EXEC_ALLOW_UNSANDBOXED=1")
-        self.drop_privileges = _is_root()
+        self.drop_privileges = is_root()
         self.temp_root = Path(temp_root) if temp_root else Path(tempfile.gettempdir())
         if self.isolation != "bwrap" and self.drop_privileges:
-            # Without bwrap's private root, the unprivileged uid sees the real filesystem.
-            unreachable = [p for p in [*self.interpreter.paths(), self.temp_root] if not _readable_by_others(p)]
-            if unreachable and self.isolation == "none":
-                self.drop_privileges = False  # opted in to no sandbox: run as we are
-            elif unreachable:
-                raise SandboxUnavailable(
-                    f"isolation '{self.isolation}' runs snippets as an unprivileged uid, which cannot read "
-                    f"{unreachable[0]}: install bubblewrap, or make the exec env and the temp folder "
-                    "world-readable")
+            self._check_reachable_unprivileged()
         if mode == "real":
             self.hf_cache = Path(hf_cache) if hf_cache else _default_hf_cache()
         else:
             self.hf_cache = None
         self.support = Path(tempfile.mkdtemp(prefix="rlaif-sbx-support-", dir=self.temp_root))
         self._finalizer = weakref.finalize(self, _rmtree, self.support)
+        self._fill_support(known_ids or {})
+
+    def _check_reachable_unprivileged(self) -> None:
+        # Without bwrap's private root, the unprivileged uid sees the real filesystem.
+        unreachable = [p for p in [*self.interpreter.paths(), self.temp_root] if not readable_by_others(p)]
+        if unreachable and self.isolation == "none":
+            self.drop_privileges = False  # opted in to no sandbox: run as we are
+        elif unreachable:
+            raise SandboxUnavailable(
+                f"isolation '{self.isolation}' runs snippets as an unprivileged uid, which cannot read "
+                f"{unreachable[0]}: install bubblewrap, or make the exec env and the temp folder "
+                "world-readable")
+
+    def _fill_support(self, known_ids: dict[str, Any]) -> None:
         os.chmod(self.support, 0o755)
-        for name in ("bootstrap.py", "hooks.py"):
-            shutil.copyfile(HERMETIC_DIR / name, self.support / name)
-        (self.support / "known_ids.json").write_text(json.dumps(known_ids or {}))
+        # Every module of the folder: bootstrap.py loads the others as one package.
+        for source in sorted(HERMETIC_DIR.glob("*.py")):
+            shutil.copyfile(source, self.support / source.name)
+        (self.support / "known_ids.json").write_text(json.dumps(known_ids))
         for child in self.support.iterdir():
             os.chmod(child, 0o644)
 
@@ -271,77 +207,6 @@ class Sandbox:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    # -- building the command -------------------------------------------------
-
-    def _bwrap_args(self, workdir: Path) -> list[str]:
-        args = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
-        if not _is_root():
-            args.append("--unshare-user")
-        args += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
-        for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-            top = Path("/") / name
-            if top.is_symlink():
-                args += ["--symlink", os.readlink(top), str(top)]
-            elif top.is_dir():
-                args += ["--ro-bind", str(top), str(top)]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
-                 "--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
-        made: set[Path] = {Path("/"), Path("/tmp"), Path("/dev"), Path("/proc")}
-        bound: list[Path] = [Path("/usr"), Path("/etc")]
-
-        def bind(kind: str, path: Path) -> None:
-            if kind == "--ro-bind" and any(path.is_relative_to(b) for b in bound):
-                return  # already visible through a bound ancestor
-            # bwrap makes missing parents 0700, which the dropped uid could not cross.
-            for parent in reversed(path.parents):
-                if parent not in made and not any(parent.is_relative_to(b) for b in bound):
-                    args.extend(["--perms", "0755", "--dir", str(parent)])
-                    made.add(parent)
-            args.extend([kind, str(path), str(path)])
-            bound.append(path)
-
-        for path in [*self.interpreter.paths(), self.support]:
-            bind("--ro-bind", path)
-        if self.hf_cache is not None and self.hf_cache.exists():
-            bind("--ro-bind", self.hf_cache)
-        bind("--bind", workdir)
-        args += ["--chdir", str(workdir)]
-        return args
-
-    def _environment(self, workdir: Path) -> dict[str, str]:
-        env = {
-            "PATH": f"{self.interpreter.prefix / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(workdir), "TMPDIR": str(workdir), "USER": "sandbox", "LOGNAME": "sandbox",
-            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-            "XDG_CACHE_HOME": str(workdir / ".cache"), "MPLCONFIGDIR": str(workdir / ".cache" / "mpl"),
-            "TORCH_HOME": str(workdir / ".cache" / "torch"), "MPLBACKEND": "Agg",
-            # One core each: parallelism comes from running several sandboxes.
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-            "NUMEXPR_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TF_CPP_MIN_LOG_LEVEL": "2",
-            # tensorflow_hub's KerasLayer is a Keras 2 layer: tf.keras must be Keras 2 too.
-            "TF_USE_LEGACY_KERAS": "1",
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1",
-            "HF_HOME": str(self.hf_cache) if self.hf_cache else str(workdir / ".cache" / "huggingface"),
-        }
-        return env
-
-    def _preexec(self, limits: Limits) -> Callable[[], None]:
-        mib = 1024 * 1024
-
-        def apply() -> None:
-            # Only async-signal-safe-ish work here: we fork from worker threads.
-            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mib, limits.memory_mb * mib))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mib, limits.file_size_mb * mib))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            # Counted per uid: binds the dropped uid (root) or the user's namespace (non-root).
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-
-        return apply
 
     # -- running --------------------------------------------------------------
 
@@ -381,60 +246,69 @@ class Sandbox:
             list(pool.map(one, range(len(codes))))
         return [r for r in results if r is not None]
 
+    def _make_workdir(self, run_dir: Path) -> tuple[Path, int | None]:
+        """RUN_DIR/work, owned by a fresh random uid when privileges are dropped (None otherwise)."""
+        # Traversable but not listable: an unprivileged snippet reaches only its workdir.
+        os.chmod(run_dir, 0o711)
+        workdir = run_dir / "work"
+        workdir.mkdir()
+        uid = None
+        if self.drop_privileges:
+            uid = 1_000_000 + secrets.randbelow(1_000_000)
+            os.chown(workdir, uid, uid)
+        os.chmod(workdir, 0o700)
+        return workdir, uid
+
+    def _command(self, workdir: Path) -> list[str]:
+        command = [str(self.interpreter.python), "-I", "-B", str(self.support / "bootstrap.py")]
+        if self.isolation == "bwrap":
+            return bwrap_args(self.interpreter, self.support, self.hf_cache, workdir) + command
+        if self.isolation == "unshare":
+            return unshare_prefix() + command
+        return command
+
+    def _spawn_and_wait(self, command: list[str], job: dict[str, Any], workdir: Path, limits: Limits,
+                        timeout: float, run_dir: Path) -> tuple[int, bool]:
+        """Start the bootstrap with the job on stdin; (return code, timed out) once it is gone."""
+        timed_out = False
+        with (run_dir / "stdout").open("wb") as out, (run_dir / "stderr").open("wb") as err:
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir,
+                                    env=_environment(workdir, self.interpreter.prefix, self.hf_cache),
+                                    start_new_session=True, preexec_fn=_preexec(limits), close_fds=True)
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(job).encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                self._kill(proc)
+            finally:
+                if proc.returncode is None:
+                    self._kill(proc)
+        return proc.returncode, timed_out
+
     def _execute(self, payload: dict[str, Any], timeout: float | None = None, want_answer: bool = False,
                  limits: Limits | None = None) -> Any:
         limits = limits or self.limits
         timeout = limits.timeout if timeout is None else timeout
         run_dir = Path(tempfile.mkdtemp(prefix="rlaif-sbx-", dir=self.temp_root))
-        # Traversable but not listable: an unprivileged snippet reaches only its workdir.
-        os.chmod(run_dir, 0o711)
-        workdir = run_dir / "work"
-        workdir.mkdir()
-        uid = gid = None
-        if self.drop_privileges:
-            uid = gid = 1_000_000 + secrets.randbelow(1_000_000)
-            os.chown(workdir, uid, gid)
-        os.chmod(workdir, 0o700)
-        result_path = workdir / f".result-{secrets.token_hex(8)}.json"
-        job = {**payload, "workdir": str(workdir), "result": str(result_path), "mode": self.mode,
-               "support": str(self.support), "uid": uid, "gid": gid,
-               "kill_leftovers_grace": 0.5 if self.isolation != "none" else 0.0}
-        command = [str(self.interpreter.python), "-I", "-B", str(self.support / "bootstrap.py")]
-        if self.isolation == "bwrap":
-            command = self._bwrap_args(workdir) + command
-        elif self.isolation == "unshare":
-            command = _unshare_prefix() + command
-        stdout_path, stderr_path = run_dir / "stdout", run_dir / "stderr"
-        started = time.monotonic()
-        timed_out = False
         try:
-            with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-                proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir,
-                                        env=self._environment(workdir), start_new_session=True,
-                                        preexec_fn=self._preexec(limits), close_fds=True)
-                try:
-                    assert proc.stdin is not None
-                    proc.stdin.write(json.dumps(job).encode())
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    self._kill(proc)
-                finally:
-                    if proc.returncode is None:
-                        self._kill(proc)
+            workdir, uid = self._make_workdir(run_dir)
+            result_path = workdir / f".result-{secrets.token_hex(8)}.json"
+            job = {**payload, "workdir": str(workdir), "result": str(result_path), "mode": self.mode,
+                   "support": str(self.support), "uid": uid, "gid": uid,
+                   "kill_leftovers_grace": 0.5 if self.isolation != "none" else 0.0}
+            started = time.monotonic()
+            returncode, timed_out = self._spawn_and_wait(self._command(workdir), job, workdir, limits, timeout,
+                                                         run_dir)
             duration = time.monotonic() - started
-            answer = None
-            if result_path.is_file():
-                try:
-                    answer = json.loads(result_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    answer = None
-            result = self._result(proc.returncode, answer, timed_out, duration,
-                                  _tail(stdout_path, limits.tail_chars), _tail(stderr_path, limits.tail_chars))
+            answer = _read_answer(result_path)
+            result = interpret(returncode, answer, timed_out, duration,
+                               tail(run_dir / "stdout", limits.tail_chars), tail(run_dir / "stderr", limits.tail_chars))
         finally:
             _rmtree(run_dir)
         if want_answer:
@@ -442,43 +316,14 @@ class Sandbox:
         return result
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        # bwrap/unshare take their PID namespace down when they die (--die-with-parent,
+        # --kill-child): killing our process group is enough.
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait()
-        if self.isolation == "none":
-            return
-        # bwrap/unshare take their PID namespace down when they die (--die-with-parent,
-        # --kill-child); nothing else to reap from here.
-
-    @staticmethod
-    def _result(returncode: int, answer: dict[str, Any] | None, timed_out: bool, duration: float,
-                stdout: str, stderr: str) -> RunResult:
-        base = {"stdout": stdout, "stderr": stderr, "duration": round(duration, 3)}
-        if timed_out:
-            return RunResult("timeout", exit_code=None, signal=signal.SIGKILL, **base)
-        if answer is not None and "status" in answer:
-            status = answer["status"]
-            exc_type, message = answer.get("exception_type"), answer.get("exception_message")
-            return RunResult(status, exit_code=returncode, exception_type=exc_type, exception_message=message,
-                             missing_module=answer.get("missing_module"),
-                             limit=_limit_of_exception(exc_type, message),
-                             leaked_processes=int(answer.get("leaked_processes", 0)), **base)
-        sig = -returncode if returncode < 0 else (returncode - 128 if returncode > 128 else None)
-        if sig is not None:
-            return RunResult("killed", exit_code=returncode, signal=sig, limit=_KILLED_BY.get(sig), **base)
-        return RunResult("error", exit_code=returncode, exception_type="SandboxError",
-                         exception_message=(stderr.strip().splitlines() or ["the sandbox gave no result"])[-1],
-                         **base)
 
 
-def _default_hf_cache() -> Path:
-    env = os.environ.get("HF_HOME")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "huggingface"
-
-
-__all__ = ["Limits", "RunResult", "Sandbox", "SandboxUnavailable", "detect_isolation", "Interpreter"]
+__all__ = ["Limits", "RunResult", "Sandbox", "SandboxUnavailable", "detect_isolation", "Interpreter", "Isolation",
+           "Status", "HubMode"]

@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rlaif_code.feedback.judges import (
+from rlaif_code.core.config import check_at_least
+from rlaif_code.feedback.judges.base import (
     JudgeError,
     JudgeRequest,
     JudgeStats,
@@ -37,16 +38,19 @@ NO_SPELLINGS = ("no", "No", " no", " No", "NO")
 
 @dataclass
 class HFJudgeConfig:
-    model_path: str = ""
-    batch_size: int = 8
-    max_length: int = 1024
-    device: str = "cpu"
-    use_chat_template: bool = True
+    model_path: str = ""  # a local directory with a causal LM and its tokenizer (e.g. an SFT output)
+    batch_size: int = 8  # questions per forward pass
+    max_length: int = 1024  # tokens of prompt; longer prompts lose their start (the question is at the end)
+    device: str = "cpu"  # torch device the judge runs on: cpu, cuda, cuda:1, ...
+    use_chat_template: bool = True  # wrap the question in the tokenizer's chat template, when it has one
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "batch_size", "max_length")
 
 
 def _load(model_path: str, device: str) -> tuple[Any, Any]:
     try:  # the project's loader, where it exists (adapters, dtype handling)
-        from rlaif_code.models import load_causal_lm  # type: ignore[attr-defined]
+        from rlaif_code.core.models import load_causal_lm  # type: ignore[attr-defined]
     except ImportError:
         load_causal_lm = None
     if load_causal_lm is not None:

@@ -16,6 +16,8 @@ import time
 import traceback
 import types
 
+_HOOKS_PACKAGE = "_rlaif_hermetic"
+
 
 def _write_result(path, data):
     tmp = path + ".tmp"
@@ -82,11 +84,16 @@ def _drop_privileges(uid, gid, keep_read_all):
 
 
 def _load_hooks(support):
-    spec = importlib.util.spec_from_file_location("_rlaif_hermetic_hooks", os.path.join(support, "hooks.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The hermetic hooks: the support folder's modules as the package `_rlaif_hermetic`.
+
+    Loaded by location because `-I` keeps the support folder off sys.path (so a snippet
+    cannot import them by accident); as a package so hooks.py finds its sibling modules."""
+    spec = importlib.util.spec_from_file_location(_HOOKS_PACKAGE, os.path.join(support, "__init__.py"),
+                                                  submodule_search_locations=[support])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module(f"{_HOOKS_PACKAGE}.hooks")
 
 
 def _describe(exc):
@@ -126,26 +133,22 @@ def _probe(job):
     return {"modules": modules, "names": names}
 
 
-def main():
-    job = json.loads(sys.stdin.read())
-    sys.stdin.close()
-    sys.stdin = open(os.devnull)
-    os.dup2(sys.stdin.fileno(), 0)
-    result_path = job["result"]
-    hooks = None
-    if job["mode"] == "hermetic":
-        hooks = _load_hooks(job["support"])
+def _prepare(job):
+    """Load the hermetic hooks (hermetic mode), drop privileges, then install the hooks.
+
+    Returns the hooks module, or None outside hermetic mode."""
+    hooks = _load_hooks(job["support"]) if job["mode"] == "hermetic" else None
     if job.get("uid") is not None:
         _drop_privileges(job["uid"], job["gid"], keep_read_all=job["mode"] == "real")
     if hooks is not None:
         with open(os.path.join(job["support"], "known_ids.json"), encoding="utf-8") as handle:
             known = json.load(handle)
         hooks.install(job["mode"], known, job["workdir"])
-    if job["task"] == "probe":
-        _write_result(result_path, {"status": "ok", "probe": _probe(job)})
-        sys.stdout.flush()
-        os._exit(0)
+    return hooks
 
+
+def _run_snippet(job):
+    """Run the job's code as `__main__` from snippet.py in the workdir; (outcome, exit code)."""
     sys.path.insert(0, job["workdir"])
     snippet_path = os.path.join(job["workdir"], "snippet.py")
     with open(snippet_path, "w", encoding="utf-8") as handle:
@@ -155,25 +158,22 @@ def main():
     main_module.__file__ = snippet_path
     main_module.__builtins__ = builtins
     sys.modules["__main__"] = main_module
-    outcome = {"status": "ok"}
-    exit_code = 0
-    main_pid = os.getpid()
     try:
         code = compile(job["code"], snippet_path, "exec")
         del job["code"]
         exec(code, main_module.__dict__)
     except SystemExit as exc:
         if exc.code not in (None, 0):
-            outcome = {"status": "exception", "exception_type": "SystemExit", "exception_message": str(exc.code)}
-            exit_code = exc.code if isinstance(exc.code, int) else 1
+            return ({"status": "exception", "exception_type": "SystemExit", "exception_message": str(exc.code)},
+                    exc.code if isinstance(exc.code, int) else 1)
     except BaseException as exc:  # the snippet's failure is the measurement
         traceback.print_exc()
-        outcome = _describe(exc)
-        exit_code = 1
-    if os.getpid() != main_pid:
-        # A child the snippet forked ran off the end of the snippet: only the main
-        # process reports the outcome.
-        os._exit(exit_code)
+        return _describe(exc), 1
+    return {"status": "ok"}, 0
+
+
+def _wind_down():
+    """What interpreter exit would do: atexit handlers, then flushing the streams."""
     # atexit handlers (multiprocessing's among them) may still stop the snippet's
     # children; what is alive after them is a leak.
     try:
@@ -185,7 +185,10 @@ def main():
             stream.flush()
         except Exception:
             pass
-    grace = float(job.get("kill_leftovers_grace", 0.0))
+
+
+def _count_leaks(outcome, grace):
+    """Give the snippet's leftover processes `grace` seconds to end; mark the outcome if any remain."""
     leftovers = _other_processes() if grace else []
     deadline = time.monotonic() + grace
     while leftovers and time.monotonic() < deadline:
@@ -195,9 +198,29 @@ def main():
         outcome["leaked_processes"] = len(leftovers)
         if outcome["status"] == "ok":
             outcome["status"] = "leaked"
+
+
+def main():
+    job = json.loads(sys.stdin.read())
+    sys.stdin.close()
+    sys.stdin = open(os.devnull)
+    os.dup2(sys.stdin.fileno(), 0)
+    hooks = _prepare(job)
+    if job["task"] == "probe":
+        _write_result(job["result"], {"status": "ok", "probe": _probe(job)})
+        sys.stdout.flush()
+        os._exit(0)
+    main_pid = os.getpid()
+    outcome, exit_code = _run_snippet(job)
+    if os.getpid() != main_pid:
+        # A child the snippet forked ran off the end of the snippet: only the main
+        # process reports the outcome.
+        os._exit(exit_code)
+    _wind_down()
+    _count_leaks(outcome, float(job.get("kill_leftovers_grace", 0.0)))
     if hooks is not None:
         outcome["hub_calls"] = hooks.CALLS[:50]
-    _write_result(result_path, outcome)
+    _write_result(job["result"], outcome)
     os._exit(exit_code)
 
 

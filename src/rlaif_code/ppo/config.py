@@ -1,0 +1,105 @@
+"""PPO's settings: one dataclass, checked as it is built (a bad value is a `ConfigError` naming its key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from rlaif_code.core.config import ConfigError
+from rlaif_code.core.models import LoraSettings
+from rlaif_code.core.training import Bf16
+
+
+@dataclass
+class PPOLoraSettings(LoraSettings):
+    """SFT's LoRA settings with PPO's defaults. Dropout stays off: different masks in the rollout
+    and the training pass would make the PPO ratio noisy (every other dropout is switched off too)."""
+
+    dropout: float = 0.0  # LoRA dropout; non-zero makes the PPO ratio noisy
+    # layers that get adapters; ["all-linear"] = every linear layer but the output head
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class PPOConfig:
+    """Notes on some settings.
+
+    incomplete_answer_penalty: the reward model only saw complete SFT answers, so its score for a
+    truncated one is an extrapolation, and PPO finds it: on the full TorchHub run, answers shrank
+    from 140 to 42 tokens of domain + api_call while the score rose.
+    rollout_logprobs: the sampler's log-probs (KV cache) equal a full pass up to rounding, which is
+    larger under bf16. pack_tokens: architectures that ignore packed position ids fall back to padding.
+    """
+
+    policy: str = "runs/default/sft"  # M_SFT: a model directory (or any name models.resolve_model takes)
+    reward_model: str = "runs/default/reward"  # M_reward: the reward stage's output (num_labels=1)
+    data_dir: str = "runs/default/data"  # a data stage output; its train.jsonl prompts are the PPO prompts
+    prompts_file: str | None = None  # or a JSONL with a "prompt" field per line (overrides data_dir)
+    out_dir: str = "runs/default/ppo"  # metrics, checkpoints and the final model go here
+    total_steps: int = 200  # PPO iterations
+    batch_size: int = 16  # rollouts per step (per process)
+    mini_batch_size: int = 8  # rollouts per optimizer step
+    grad_accum: int = 1  # micro-batches per minibatch (micro-batch = mini_batch_size / grad_accum)
+    ppo_epochs: int = 4  # passes over each step's rollouts
+    learning_rate: float = 1e-5  # AdamW learning rate
+    max_new_tokens: int = 128  # longest answer sampled
+    max_prompt_tokens: int = 512  # longer prompts are left out (and counted)
+    temperature: float = 1.0  # sampling temperature; log-probs are taken under the same temperature
+    # nucleus sampling; < 1 samples a truncated distribution while the loss uses the full one (a bias)
+    top_p: float = 1.0
+    gamma: float = 1.0  # discount over answer tokens
+    lam: float = 0.95  # GAE lambda
+    clip_range: float = 0.2  # PPO ratio clip
+    clip_range_value: float = 0.2  # value clip around the rollout's values
+    vf_coef: float = 0.1  # weight of the value loss
+    kl_coef: float = 0.05  # KL penalty coefficient (the starting one when kl_mode is adaptive)
+    kl_mode: Literal["fixed", "adaptive"] = "fixed"  # adaptive: steer the coefficient towards kl_target
+    kl_target: float = 6.0  # adaptive: target KL (nats per answer), Ziegler et al. 2019
+    kl_horizon: int = 10000  # adaptive: episodes over which the coefficient may change by e^(+-0.2)
+    whiten_rewards: bool = False  # standardise the scores over the (per-process) batch, before the penalties
+    whiten_advantages: bool = True  # standardise advantages over the batch's answer tokens
+    max_grad_norm: float = 1.0  # gradient clipping
+    # subtracted from the score of an answer that hit max_new_tokens without an end; None disables
+    missing_eos_penalty: float | None = None
+    # subtracted from the score of an answer lacking one of Gorilla's five fields; None disables
+    incomplete_answer_penalty: float | None = None
+    value_head: Literal["shared", "separate"] = "shared"  # value head on the policy's backbone, or on a copy
+    lora: PPOLoraSettings = field(default_factory=PPOLoraSettings)  # train LoRA adapters instead of all weights
+    seed: int = 0  # the seed of prompts, sampling and shuffling
+    save_every: int = 20  # steps between checkpoints (the last step is always saved)
+    keep_checkpoints: int = 2  # checkpoints kept on disk
+    log_every: int = 1  # steps between console / TensorBoard lines (metrics.jsonl gets every step)
+    # tokens per row when forward passes pack sequences end to end (0: padded rows)
+    pack_tokens: int = 512
+    # generation: old log-probs and values from the sampler itself; recompute: one more exact pass
+    rollout_logprobs: Literal["generation", "recompute"] = "generation"
+    bf16: Bf16 = "auto"  # auto: bf16 mixed precision on a GPU that supports it
+
+    # Budgets and logging: a resumed run may change them and still continue its checkpoints.
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({
+        "total_steps", "save_every", "keep_checkpoints", "log_every", "out_dir"})
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"ppo: {message}")
+
+        for name in ("total_steps", "batch_size", "mini_batch_size", "grad_accum", "ppo_epochs", "max_new_tokens",
+                     "max_prompt_tokens", "save_every", "log_every", "keep_checkpoints", "kl_horizon"):
+            need(getattr(self, name) >= 1, f"'{name}' must be >= 1 (got {getattr(self, name)})")
+        need(self.batch_size % self.mini_batch_size == 0,
+             f"'batch_size' ({self.batch_size}) must be a multiple of 'mini_batch_size' ({self.mini_batch_size})")
+        need(self.mini_batch_size % self.grad_accum == 0,
+             f"'mini_batch_size' ({self.mini_batch_size}) must be a multiple of 'grad_accum' ({self.grad_accum})")
+        need(self.pack_tokens >= 0, f"'pack_tokens' must be >= 0 (0 = padded rows; got {self.pack_tokens})")
+        need(self.temperature > 0, f"'temperature' must be > 0 (PPO needs a sampling policy; got {self.temperature})")
+        need(0 < self.top_p <= 1, f"'top_p' must be in (0, 1] (got {self.top_p})")
+        need(self.kl_coef >= 0, f"'kl_coef' must be >= 0 (got {self.kl_coef})")
+        need(self.kl_target > 0, f"'kl_target' must be > 0 (got {self.kl_target})")
+        need(not (self.whiten_rewards and self.batch_size < 2), "'whiten_rewards' needs batch_size >= 2")
+        # Built from Python, a config skips the loader's type checks; these once took other values (bf16: bools).
+        for name, allowed in (("kl_mode", ("fixed", "adaptive")), ("value_head", ("shared", "separate")),
+                              ("rollout_logprobs", ("generation", "recompute")), ("bf16", ("auto", "on", "off"))):
+            value = getattr(self, name)
+            need(value in allowed, f"'{name}' = {value!r} is not one of {', '.join(map(repr, allowed))}")

@@ -1,0 +1,217 @@
+"""`rlaif report RUN_DIR`: a Markdown file and one self-contained HTML file.
+
+Reads only what the stages left in the run directory:
+
+    eval/<name>.json       evaluate results (per-item values included); `sft` and `rlaif` are
+                           compared, every other file is shown as a baseline or control
+    ppo/metrics.jsonl      one row per PPO step (reward_mean, kl, ...)
+    reward/stage.json      reward-model metrics (held-out accuracy, ROC-AUC)
+    feedback/stage.json    label balance and per-question yes rates
+    feedback/judge_check.json  judge agreement with the tools, when measured
+    manifest.json          the resolved config and each stage's status
+
+Deltas RLAIF - SFT come with a paired bootstrap 95% confidence interval over eval items.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlaif_code.core.artifacts import InputError, atomic_write_text, read_json
+from rlaif_code.core.config import check_at_least
+from rlaif_code.report.plots import ppo_curves
+from rlaif_code.report.tables import (
+    delta_table,
+    domain_table,
+    html_table,
+    load_evals,
+    main_table,
+    markdown_table,
+    num,
+    sample_answers,
+    stages_table,
+)
+
+
+@dataclass
+class ReportConfig:
+    run_dir: str = ""  # the run directory to report on (`rlaif report RUN_DIR`)
+    out_dir: str | None = None  # where report.md and report.html go; default: RUN_DIR/report
+    bootstrap: int = 2000  # bootstrap resamples behind each RLAIF - SFT confidence interval
+    seed: int = 0  # seeds the bootstrap and which answers are shown
+    sample_answers: int = 3  # answers shown side by side
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "bootstrap")
+        check_at_least(self, 0, "sample_answers")
+
+
+@dataclass
+class _Inputs:
+    """Everything the report shows, read from the run directory before anything is written."""
+
+    name: str
+    table: list[list[str]]
+    deltas: list[list[str]]
+    curve_png: bytes | None
+    curve_summary: dict[str, Any]
+    reward: dict[str, Any]
+    feedback: dict[str, Any]
+    judge: dict[str, Any] | None
+    domains: list[list[str]]
+    answers: list[dict[str, str]]
+    manifest: dict[str, Any]
+
+
+class _Page:
+    """The Markdown and HTML renderings, built side by side so their sections stay in step."""
+
+    def __init__(self) -> None:
+        self.md: list[str] = []
+        self.html: list[str] = []
+
+    def raw(self, md: str, page: str) -> None:
+        self.md.append(md)
+        self.html.append(page)
+
+    def heading(self, title: str) -> None:
+        self.raw(f"## {title}\n", f"<h2>{title}</h2>")
+
+    def text(self, line: str) -> None:
+        self.raw(line + "\n", f"<p>{html.escape(line)}</p>")
+
+    def table(self, rows: list[list[str]]) -> None:
+        self.raw(markdown_table(rows), html_table(rows))
+
+
+def _stage_metrics(run_dir: Path, stage: str) -> dict[str, Any]:
+    path = run_dir / stage / "stage.json"
+    return read_json(path).get("metrics", {}) if path.is_file() else {}
+
+
+def _optional_json(path: Path) -> Any:
+    return read_json(path) if path.is_file() else None
+
+
+def _read_inputs(run_dir: Path, cfg: ReportConfig) -> _Inputs:
+    evals = load_evals(run_dir)
+    if not evals:
+        raise InputError(f"{run_dir / 'eval'}: no evaluation results (*.json) to report")
+    metrics = [m for m in ("accuracy", "hallucination", "exact_match", "rouge", "codebleu", "executability")
+               if any(m in r for r in evals.values())]
+    table = main_table(evals, metrics)
+    deltas = delta_table(evals, metrics, cfg.bootstrap, cfg.seed)
+    curve_png, curve_summary = ppo_curves(run_dir)
+    reward = _stage_metrics(run_dir, "reward")
+    feedback = _stage_metrics(run_dir, "feedback")
+    judge = _optional_json(run_dir / "feedback" / "judge_check.json")
+    domains = domain_table(evals)
+    answers = sample_answers(run_dir, evals, cfg.sample_answers, cfg.seed)
+    manifest = _optional_json(run_dir / "manifest.json") or {}
+    return _Inputs(run_dir.name, table, deltas, curve_png, curve_summary, reward, feedback, judge, domains,
+                   answers, manifest)
+
+
+def _ppo_section(page: _Page, png: bytes, summary: dict[str, Any]) -> None:
+    trend = ", ".join(f"{k}: {num(a)} -> {num(b)}" for k, (a, b) in summary.items())
+    page.heading("PPO")
+    page.raw(f"![PPO curves](ppo_curves.png)\n\nFirst -> last step: {trend}\n",
+             f'<img alt="PPO curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    page.html.append(f"<p>First &rarr; last step: {html.escape(trend)}</p>")
+
+
+def _numbers_line(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {num(v)}" for k, v in metrics.items() if isinstance(v, (int, float)))
+
+
+def _feedback_section(page: _Page, feedback: dict[str, Any]) -> None:
+    page.heading("AI feedback")
+    page.text(_numbers_line(feedback))
+    # Per-question breakdowns (yes rates, unparseable counts) get a table each.
+    for key, value in feedback.items():
+        if isinstance(value, dict) and value:
+            page.table([["question", key]] + [[str(q), num(v) if not isinstance(v, dict) else json.dumps(v)]
+                                              for q, v in value.items()])
+
+
+def _judge_section(page: _Page, judge: dict[str, Any] | None, feedback: dict[str, Any]) -> None:
+    page.heading("Judge agreement with the tool checks")
+    if judge:
+        dumped = json.dumps(judge, indent=1)[:3000]
+        page.raw("```json\n" + dumped + "\n```\n", f"<pre>{html.escape(dumped)}</pre>")
+        return
+    # Say so rather than leave the reader to wonder whether agreement was high.
+    page.text("Not measured in this run" + (" (judge: tools, so the tool checks answered every question)"
+                                            if feedback.get("judge") == "tools" else "")
+              + ". `rlaif judge-check` measures an LLM judge against the tool checks.")
+
+
+def _answers_section(page: _Page, answers: list[dict[str, str]]) -> None:
+    page.heading("Sample answers (SFT vs RLAIF)")
+    for answer in answers:
+        sft, rlaif = html.escape(answer["sft"][:600]), html.escape(answer["rlaif"][:600])
+        page.raw(f"**{answer['example_id']}**: {answer['prompt'][:300]}\n\n| SFT | RLAIF |\n|---|---|\n"
+                 f"| <pre>{sft}</pre> | <pre>{rlaif}</pre> |\n",
+                 f"<h3>{html.escape(answer['example_id'])}</h3><p>{html.escape(answer['prompt'][:300])}</p>"
+                 f"<table><tr><th>SFT</th><th>RLAIF</th></tr><tr><td><pre>{sft}</pre></td>"
+                 f"<td><pre>{rlaif}</pre></td></tr></table>")
+
+
+def _render(inputs: _Inputs) -> _Page:
+    page = _Page()
+    page.raw(f"# rlaif-code report: {inputs.name}\n", f"<h1>rlaif-code report: {html.escape(inputs.name)}</h1>")
+    page.md.append("All figures in percent. Accuracy, hallucination: Gorilla's AST semantics; exact: the reference "
+                   "API itself; ROUGE: mean of R1/R2/RL/RLsum F; CodeBLEU: codebleu package (see README).\n")
+    page.heading("Results")
+    page.table(inputs.table)
+    page.heading("RLAIF - SFT (paired bootstrap, 95% CI)")
+    page.table(inputs.deltas)
+    if inputs.curve_png:
+        _ppo_section(page, inputs.curve_png, inputs.curve_summary)
+    if inputs.reward:
+        page.heading("Reward model")
+        page.text(_numbers_line(inputs.reward))
+    if inputs.feedback:
+        _feedback_section(page, inputs.feedback)
+    _judge_section(page, inputs.judge, inputs.feedback)
+    if len(inputs.domains) > 1:
+        page.heading("Per domain")
+        page.table(inputs.domains)
+    if inputs.answers:
+        _answers_section(page, inputs.answers)
+    if inputs.manifest:
+        page.heading("Stages")
+        page.table(stages_table(inputs.manifest))
+    return page
+
+
+_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+          "text-align:right;vertical-align:top}td:first-child,th:first-child{text-align:left}"
+          "pre{white-space:pre-wrap;text-align:left;margin:0;font-size:12px}img{max-width:100%}")
+
+
+def run(cfg: ReportConfig) -> dict[str, Any]:
+    if not cfg.run_dir:
+        raise InputError("no run directory given: rlaif report RUN_DIR")
+    run_dir = Path(cfg.run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run directory not found: {run_dir}")
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir / "report"
+    inputs = _read_inputs(run_dir, cfg)
+    page = _render(inputs)
+    if inputs.curve_png:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "ppo_curves.png").write_bytes(inputs.curve_png)
+    html_page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>rlaif-code report</title>"
+                 f"<style>{_STYLE}</style></head><body>{''.join(page.html)}</body></html>")
+    atomic_write_text(out_dir / "report.md", "\n".join(page.md))
+    atomic_write_text(out_dir / "report.html", html_page)
+    print(f"report written to {out_dir / 'report.md'} and {out_dir / 'report.html'}")
+    return {"report_md": str(out_dir / "report.md"), "report_html": str(out_dir / "report.html"),
+            "deltas": inputs.deltas[1:]}

@@ -1,0 +1,144 @@
+"""The report's numbers: eval results as table rows, RLAIF - SFT deltas with a paired
+bootstrap interval, and the rows rendered as Markdown or HTML.
+
+A table is a list of rows of strings, the first row its header; a table with no row
+under the header renders as "(nothing to show)".
+"""
+
+from __future__ import annotations
+
+import html
+import random
+from pathlib import Path
+from typing import Any
+
+from rlaif_code.core.artifacts import InputError, read_json, read_jsonl
+
+# Metric name -> (per-item key in eval results, how to turn the per-item value into a number).
+PER_ITEM = {
+    "accuracy": ("outcome", lambda v: float(v == "correct")),
+    "hallucination": ("outcome", lambda v: float(v == "hallucination")),
+    "exact_match": ("exact_match", float),
+    "rouge": ("rouge", float),
+    "codebleu": ("codebleu", float),
+    "executability": ("executability", float),
+}
+LOWER_IS_BETTER = {"hallucination"}
+
+
+def _per_item_values(result: dict[str, Any], metric: str) -> dict[str, float] | None:
+    key, convert = PER_ITEM[metric]
+    items = result.get("items") or []
+    if not items or key not in items[0]:
+        return None
+    # Several answers per example are averaged so both sides pair on the example.
+    sums: dict[str, list[float]] = {}
+    for item in items:
+        sums.setdefault(item["example_id"], []).append(convert(item[key]))
+    return {eid: sum(v) / len(v) for eid, v in sums.items()}
+
+
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], n_boot: int,
+                     seed: int) -> tuple[float, float, float, int]:
+    """Mean of b - a over shared items, with a percentile bootstrap 95% interval."""
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise InputError("the two evaluations share no eval item: cannot compare them")
+    diffs = [b[k] - a[k] for k in shared]
+    n = len(diffs)
+    rng = random.Random(seed)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    low, high = means[int(0.025 * (n_boot - 1))], means[int(0.975 * (n_boot - 1))]
+    return sum(diffs) / n, low, high, n
+
+
+def fmt(value: float | None) -> str:
+    """A fraction as a percentage with two decimals."""
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def num(value: Any) -> str:
+    """Any stage metric, short: floats to four significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "–" if value is None else str(value)
+
+
+def load_evals(run_dir: Path) -> dict[str, dict[str, Any]]:
+    evals = {}
+    for path in sorted((run_dir / "eval").glob("*.json")):
+        evals[path.stem] = read_json(path)
+    return evals
+
+
+def main_table(evals: dict[str, dict[str, Any]], metrics: list[str]) -> list[list[str]]:
+    order = [n for n in ("sft", "rlaif") if n in evals] + [n for n in evals if n not in ("sft", "rlaif")]
+    rows = [["model", "n"] + metrics]
+    for name in order:
+        result = evals[name]
+        rows.append([result.get("label") or name, str(result.get("n", ""))] + [fmt(result.get(m)) for m in metrics])
+    return rows
+
+
+def delta_table(evals: dict[str, dict[str, Any]], metrics: list[str], n_boot: int, seed: int) -> list[list[str]]:
+    rows = [["metric", "SFT", "RLAIF", "RLAIF - SFT", "95% CI", "items"]]
+    if "sft" not in evals or "rlaif" not in evals:
+        return rows
+    for metric in metrics:
+        a, b = _per_item_values(evals["sft"], metric), _per_item_values(evals["rlaif"], metric)
+        if a is None or b is None:
+            continue
+        mean, low, high, n = paired_bootstrap(a, b, n_boot, seed)
+        rows.append([metric, fmt(evals["sft"].get(metric)), fmt(evals["rlaif"].get(metric)),
+                     f"{100 * mean:+.2f}", f"[{100 * low:+.2f}, {100 * high:+.2f}]", str(n)])
+    return rows
+
+
+def domain_table(evals: dict[str, dict[str, Any]]) -> list[list[str]]:
+    names = [n for n in ("sft", "rlaif") if n in evals and evals[n].get("per_domain")]
+    if not names:
+        return [[]]
+    domains = sorted(set().union(*(evals[n]["per_domain"] for n in names)))
+    rows = [["domain", "n"] + [f"{n} accuracy" for n in names] + [f"{n} exact" for n in names]]
+    for domain in domains:
+        cells = [domain, str(max(evals[n]["per_domain"].get(domain, {}).get("n", 0) for n in names))]
+        cells += [fmt(evals[n]["per_domain"].get(domain, {}).get("accuracy")) for n in names]
+        cells += [fmt(evals[n]["per_domain"].get(domain, {}).get("exact_match")) for n in names]
+        rows.append(cells)
+    return rows
+
+
+def stages_table(manifest: dict[str, Any]) -> list[list[str]]:
+    stages = manifest.get("stages", {})
+    return [["stage", "status", "seconds"]] + [[s, str(v.get("status")), num(v.get("seconds"))]
+                                               for s, v in stages.items()]
+
+
+def sample_answers(run_dir: Path, evals: dict[str, dict[str, Any]], count: int, seed: int) -> list[dict[str, str]]:
+    sides = {}
+    for name in ("sft", "rlaif"):
+        path = run_dir / "samples" / f"eval_{name}" / "samples.jsonl"
+        if path.is_file():
+            sides[name] = {r["example_id"]: r for r in read_jsonl(path, tolerate_torn_tail=True)}
+    if len(sides) < 2:
+        return []
+    shared = sorted(set(sides["sft"]) & set(sides["rlaif"]))
+    picked = random.Random(seed).sample(shared, min(count, len(shared)))
+    return [{"example_id": eid, "prompt": sides["sft"][eid].get("prompt", ""), "sft": sides["sft"][eid]["text"],
+             "rlaif": sides["rlaif"][eid]["text"]} for eid in picked]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    if len(rows) <= 1:
+        return "_(nothing to show)_\n"
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |" for row in rows[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def html_table(rows: list[list[str]]) -> str:
+    if len(rows) <= 1:
+        return "<p><em>(nothing to show)</em></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

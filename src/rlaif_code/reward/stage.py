@@ -1,0 +1,156 @@
+"""Reward stage: a scalar reward model (M_reward) trained on the AI feedback labels.
+
+Design choices:
+- The model is `AutoModelForSequenceClassification` with one output, initialised from
+  M_SFT. It therefore shares the policy's tokenizer (PPO can score the policy's text
+  without a vocabulary mismatch) and starts from weights that already read Gorilla prompts.
+  The head is new; the pad token id is written into the config so the model reads its
+  score at the last real token.
+- Labels are pointwise (accepted / rejected per answer), so the loss is binary
+  cross-entropy on the logit, not TRL's pairwise RewardTrainer loss. Feedback labels are
+  usually imbalanced; `balance` either weights the positive class by n_neg / n_pos
+  (`pos_weight`) or draws training rows with class-balanced probabilities (`sampler`).
+- Training runs in transformers' `Trainer` (checkpoints, resume, logging, mixed precision),
+  with only `compute_loss` and the sampler replaced.
+- The held-out split is by example (prompt), seeded: answers to one prompt never land on
+  both sides, so held-out accuracy and ROC-AUC measure generalisation to new prompts.
+- What the model reads is fixed in one place, `encode_texts`: prompt + answer, cut from the
+  left when too long (the answer is what is judged), then eos. `score_texts` (used by PPO)
+  and training both go through it, so they score the same token sequences.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from rlaif_code.core.artifacts import STAGE_FILE, InputError, finished_result, write_stage_record
+from rlaif_code.core.config import check_at_least, check_fraction
+from rlaif_code.core.training import (
+    CHECKPOINTS,
+    TENSORBOARD,
+    Bf16,
+    process_state,
+    resumable_checkpoint,
+    tensorboard_dir,
+    trainer_arguments,
+)
+from rlaif_code.reward.labels import feedback_path, heldout_metrics, load_feedback, split_heldout
+from rlaif_code.reward.model import encode_texts, load_reward_base, score_texts
+from rlaif_code.reward.trainer import binary_reward_trainer_class
+
+
+@dataclass
+class RewardConfig:
+    base_model: str = "runs/default/sft"  # M_SFT (any name rlaif_code.core.models.resolve_model takes)
+    feedback: str = "runs/default/feedback/feedback.jsonl"  # the feedback stage's file (or its directory)
+    out_dir: str = "runs/default/reward"  # where the reward model (M_reward), its checkpoints and metrics go
+    max_length: int = 512  # tokens of prompt + answer + eos; longer texts lose their start
+    heldout_fraction: float = 0.1  # of the prompts (examples); 0 = no held-out evaluation
+    max_examples: int | None = None  # first N feedback rows, for budgets
+    epochs: float = 1.0  # passes over the training rows (fractions allowed)
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    learning_rate: float = 2e-5  # peak learning rate of AdamW (linear decay to 0)
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_ratio: float = 0.0  # share of the steps over which the learning rate rises from 0
+    batch_size: int = 8  # rows per forward pass
+    grad_accum: int = 1  # forward passes per optimizer step (effective batch: batch_size * grad_accum)
+    eval_batch_size: int = 16  # rows per forward pass when scoring the held-out answers
+    # Imbalanced labels: pos_weight weights accepted answers by n_rejected / n_accepted in the
+    # loss, sampler draws training rows with class-balanced probabilities, none does neither.
+    balance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
+    bf16: Bf16 = "auto"  # bf16 mixed precision: auto (on a GPU that supports it), on or off
+    seed: int = 0  # seeds the held-out split and training (data order, dropout)
+    save_steps: int = 200  # optimizer steps between checkpoints (an interrupted run resumes from the last)
+    save_total_limit: int = 1  # checkpoints kept on disk
+    logging_steps: int = 10  # optimizer steps between logged losses
+    report_to: Literal["none", "tensorboard", "wandb"] = "tensorboard"  # TensorBoard events go to out_dir/tb
+
+    # Fields that only set how long to train, how to log or how fast to score: a checkpoint stays usable.
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({
+        "epochs", "max_steps", "save_steps", "save_total_limit", "logging_steps", "report_to", "eval_batch_size"})
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "batch_size", "grad_accum", "eval_batch_size", "max_examples", "max_steps",
+                       "save_steps", "save_total_limit", "logging_steps")
+        check_at_least(self, 2, "max_length")  # room for at least one token and the eos
+        check_fraction(self, "warmup_ratio", "heldout_fraction")
+
+
+def _check_both_labels(cfg: RewardConfig, train_rows: list[Any]) -> tuple[int, int]:
+    n_pos = sum(r.label for r in train_rows)
+    n_neg = len(train_rows) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise InputError(f"{feedback_path(cfg.feedback)}: the training split has only "
+                         f"{'accepted' if n_neg == 0 else 'rejected'} answers ({len(train_rows)} rows); a reward "
+                         "model needs both labels (more or better samples, a lower feedback threshold, or "
+                         "feedback threshold_mode: quantile)")
+    return n_pos, n_neg
+
+
+def build_trainer(cfg: RewardConfig, train_rows: list[Any], n_pos: int, n_neg: int) -> Any:
+    """The Trainer on tokenized training rows, with the class balance `cfg.balance` asks for."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+
+    out = Path(cfg.out_dir)
+    set_seed(cfg.seed)  # the new scalar head is drawn at random: the same one in every run and process
+    model, tokenizer = load_reward_base(cfg.base_model)
+    model.config.reward_max_length = cfg.max_length  # so score_texts reads texts the way training did
+    ids = encode_texts(tokenizer, [r.text for r in train_rows], cfg.max_length)
+    dataset = Dataset.from_dict({"input_ids": ids, "labels": [float(r.label) for r in train_rows]})
+    pos_weight = n_neg / n_pos if cfg.balance == "pos_weight" else None
+    sample_weights = None
+    if cfg.balance == "sampler":
+        sample_weights = [0.5 / n_pos if r.label else 0.5 / n_neg for r in train_rows]
+    args = TrainingArguments(**trainer_arguments(cfg, out / CHECKPOINTS), remove_unused_columns=False)
+    with tensorboard_dir(out / TENSORBOARD):
+        return binary_reward_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                   data_collator=DataCollatorWithPadding(tokenizer), pos_weight=pos_weight,
+                                   sample_weights=sample_weights, sampler_seed=cfg.seed)
+
+
+def run(cfg: RewardConfig) -> dict[str, Any]:
+    from rlaif_code.core.models import save_model
+
+    out = Path(cfg.out_dir)
+    if (done := finished_result(out, "reward", cfg)) is not None:
+        return done
+    rows = load_feedback(cfg.feedback, cfg.max_examples)
+    train_rows, heldout_rows = split_heldout(rows, cfg.heldout_fraction, cfg.seed)
+    n_pos, n_neg = _check_both_labels(cfg, train_rows)
+    processes = process_state()
+    processes.wait_for_everyone()  # under accelerate launch: all have looked at out_dir before any writes
+    resume_from = resumable_checkpoint(out / CHECKPOINTS, cfg)
+    if processes.is_main_process:
+        (out / STAGE_FILE).unlink(missing_ok=True)  # an earlier run's record must not vouch for this one's files
+    trainer = build_trainer(cfg, train_rows, n_pos, n_neg)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - start
+
+    metrics: dict[str, Any] = {
+        "n_rows": len(rows),
+        "n_train": len(train_rows),
+        "n_heldout": len(heldout_rows),
+        "train_positive_rate": n_pos / len(train_rows),
+        "balance": cfg.balance,
+        "pos_weight": trainer.pos_weight,
+        "train_loss": None if math.isnan(result.training_loss) else float(result.training_loss),
+        "global_step": int(trainer.state.global_step),
+        "resumed_from": resume_from,
+        "wall_time_s": wall,
+    }
+    tokenizer = trainer.processing_class
+    if heldout_rows:
+        scores = score_texts(trainer.model, tokenizer, [r.text for r in heldout_rows], cfg.eval_batch_size,
+                             cfg.max_length)
+        metrics.update(heldout_metrics(scores, [r.label for r in heldout_rows]))
+    if trainer.is_world_process_zero():  # one writer; the other processes wait for it
+        save_model(trainer.model, tokenizer, out)
+        write_stage_record(out, "reward", cfg, metrics=metrics, outputs=["model.safetensors", "config.json"])
+    trainer.accelerator.wait_for_everyone()
+    return metrics

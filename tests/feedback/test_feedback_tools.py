@@ -1,0 +1,115 @@
+"""Tool checks on hand-made answers; generated code is never imported or run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlaif_code.core.registry import RegistryError
+from rlaif_code.data.apibench import load_api_database
+from rlaif_code.data.ast_match import AstMatcher
+from rlaif_code.data.parse import parse_output
+from rlaif_code.data.source import DataSource
+from rlaif_code.feedback.tools import TOOL_CHECKS, ModuleResolver, ToolContext, clean_code, imported_modules, run_check
+
+REFERENCE = {"hub": "th", "domain": "Classification", "reference_api": {
+    "domain": "Classification",
+    "api_call": "torch.hub.load(repo_or_dir='pytorch/vision', model='resnet18', pretrained=True)"}}
+
+
+def answer(code: str, api_call: str = "torch.hub.load('pytorch/vision', 'resnet18', pretrained=True)",
+           domain: str = "Classification") -> str:
+    return (f"<<<domain>>>: {domain}\n<<<api_call>>>: {api_call}\n<<<api_provider>>>: PyTorch\n"
+            f"<<<explanation>>>: Load ResNet-18.\n<<<code>>>: {code}")
+
+
+@pytest.fixture(scope="module")
+def th_matcher(gorilla_data: Path) -> AstMatcher:
+    return AstMatcher(load_api_database(DataSource(gorilla_data, downloads=False), "th"), "th")
+
+
+def ctx(text: str, matcher: AstMatcher | None = None, resolver: ModuleResolver | None = None) -> ToolContext:
+    return ToolContext(text=text, fields=parse_output(text).fields, reference=REFERENCE, matcher=matcher,
+                       resolver=resolver or ModuleResolver())
+
+
+GOOD = "import torch\nmodel = torch.hub.load('pytorch/vision', 'resnet18', pretrained=True)\nmodel.eval()"
+
+
+def test_registry_names_the_checks_and_rejects_unknown_ones() -> None:
+    assert {"syntax", "undefined_names", "imports_resolve", "api_exists", "api_matches_reference",
+            "domain_matches"} <= set(TOOL_CHECKS.names())
+    with pytest.raises(RegistryError, match="unknown tool check 'pylint'"):
+        TOOL_CHECKS.get("pylint")
+
+
+def test_a_correct_answer_passes_every_check(th_matcher: AstMatcher) -> None:
+    context = ctx(answer(GOOD), th_matcher)
+    for name in TOOL_CHECKS.names():
+        assert run_check(name, context) == ("yes", None), name
+
+
+def test_syntax() -> None:
+    assert run_check("syntax", ctx(answer("model = load(")))[0] == "no"
+    assert run_check("syntax", ctx(answer("")))[1] == "no code"
+    assert run_check("syntax", ctx(answer("```python\nx = 1\n```"))) == ("yes", None)
+
+
+def test_undefined_names() -> None:
+    assert run_check("undefined_names", ctx(answer("import torch\ny = model(x)"))) == ("no", "undefined: model, x")
+    assert run_check("undefined_names", ctx(answer("def f(:")))[0] == "unparseable"
+    assert run_check("undefined_names", ctx(answer("print(len([1]))"))) == ("yes", None)
+
+
+def test_imports_resolve_by_name_without_importing(tmp_path: Path) -> None:
+    assert run_check("imports_resolve", ctx(answer("import surely_not_a_module_xyz\nimport torch")))[1] == (
+        "not installed: surely_not_a_module_xyz")
+    # A module used without import is an import error.
+    assert run_check("imports_resolve", ctx(answer("model = torch.hub.load('a', 'b')"))) == (
+        "no", "used without import: torch")
+    assert run_check("imports_resolve", ctx(answer("x = np.zeros(3)")))[0] == "no"
+    # Code with side effects is only read: the file it would write never appears.
+    marker = tmp_path / "ran.txt"
+    code = f"import os\nopen({str(marker)!r}, 'w').write('ran')"
+    assert run_check("imports_resolve", ctx(answer(code)))[0] == "yes"
+    assert run_check("undefined_names", ctx(answer(code)))[0] == "yes"
+    assert not marker.exists()
+
+
+def test_imports_found_even_when_code_does_not_parse() -> None:
+    assert imported_modules("import torch, numpy as np\nfrom os.path import join\nx = (") == ["torch", "numpy", "os"]
+    assert run_check("imports_resolve", ctx(answer("import nope_nope_mod\nx = (")))[0] == "no"
+
+
+def test_resolver_in_another_interpreter_is_one_subprocess() -> None:
+    resolver = ModuleResolver(sys.executable)
+    resolver.prefetch(["json", "surely_not_a_module_xyz", "not an identifier"])
+    assert resolver.exists("json") and not resolver.exists("surely_not_a_module_xyz")
+    broken = ModuleResolver("/nonexistent/python")
+    with pytest.raises(RuntimeError, match="/nonexistent/python"):
+        broken.prefetch(["json"])
+
+
+def test_api_checks(th_matcher: AstMatcher) -> None:
+    invented = answer(GOOD, api_call="torch.hub.load('someone/nothing', 'imaginary_net')")
+    assert run_check("api_exists", ctx(invented, th_matcher))[0] == "no"
+    assert run_check("api_matches_reference", ctx(invented, th_matcher))[0] == "no"
+    other = answer(GOOD, api_call="torch.hub.load('pytorch/vision', 'vgg11', pretrained=True)")
+    assert run_check("api_exists", ctx(other, th_matcher))[0] == "yes"
+    assert run_check("api_matches_reference", ctx(other, th_matcher))[0] == "no"
+
+
+def test_api_checks_need_the_database() -> None:
+    with pytest.raises(RuntimeError, match="API database"):
+        run_check("api_exists", ctx(answer(GOOD)))
+
+
+def test_domain_matches_ignores_case_and_spacing() -> None:
+    assert run_check("domain_matches", ctx(answer(GOOD, domain=" classification ")))[0] == "yes"
+    assert run_check("domain_matches", ctx(answer(GOOD, domain="Object Detection")))[0] == "no"
+
+
+def test_clean_code_strips_fences() -> None:
+    assert clean_code("```python\nimport torch\n```") == "import torch"

@@ -1,0 +1,96 @@
+"""The sampler: where answers end, decoding with rows leaving the batch, token draws, prompt order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlaif_code.data.prompts import build_prompt
+from rlaif_code.ppo.layout import PolicyWithValue, answer_logits, forward_inputs
+from rlaif_code.ppo.losses import token_entropy, token_logprobs
+from rlaif_code.ppo.rollout import (
+    answer_ends,
+    incomplete_answers,
+    left_pad,
+    prompt_indices,
+    sample_answers,
+    sample_tokens,
+)
+from tiny import tiny_causal_lm, tiny_tokenizer
+
+
+def test_answer_ends_at_end_token_or_stop_string():
+    tok = tiny_tokenizer()
+    eos = tok.eos_token_id
+    stop_ids = [eos]
+    answer = tok(" <<<domain>>>: vision", add_special_tokens=False)["input_ids"]
+    runaway = tok(" model = torch.hub.load(x)", add_special_tokens=False)["input_ids"]
+    new_task = tok("\n###Instruction: more", add_special_tokens=False)["input_ids"]
+    width = max(len(answer) + 3, len(runaway), len(answer) + len(new_task))
+    rows = [answer + [eos] + [tok.pad_token_id] * (width - len(answer) - 1),
+            (runaway + [tok.pad_token_id] * width)[:width],
+            (answer + new_task + [tok.pad_token_id] * width)[:width]]
+    lengths, finished, texts = answer_ends(torch.tensor(rows), tok, stop_ids)
+    assert lengths[0] == len(answer) + 1 and finished[0] and texts[0] == " <<<domain>>>: vision"
+    assert lengths[1] == width and not finished[1]
+    # the answer ends at the token completing the stop string "\n###", and its text stops before it
+    assert finished[2] and texts[2] == " <<<domain>>>: vision"
+    assert "###" in tok.decode(rows[2][:lengths[2]]) and "###" not in tok.decode(rows[2][:lengths[2] - 1])
+
+
+def test_sample_answers_drops_finished_rows_and_samples_from_the_policy(instructions):
+    """Our decoding loop removes rows from the batch and the KV cache as they end. The log-probs,
+    entropies and values it computed while sampling must equal a fresh padded forward over the
+    finished answers: a row that read another row's cache, or a wrong position, would not."""
+    from transformers import StopStringCriteria
+
+    model, tok = tiny_causal_lm()
+    head = PolicyWithValue(model).value_head
+    torch.nn.init.normal_(head.weight)  # a non-trivial value function
+    ids, mask = left_pad(tok([build_prompt(i) for i in instructions])["input_ids"], tok.pad_token_id)
+    stop_ids = list(range(3, 103))  # a sixth of the vocabulary ends an answer: rows end at scattered steps
+    torch.manual_seed(1)
+    rollout = sample_answers(model, ids, mask, 16, 0.9, 1.0, stop_ids, StopStringCriteria(tok, ["\n###"]),
+                             tok.pad_token_id, value_head=head)
+    responses = rollout.responses
+    lengths, finished, _ = answer_ends(responses, tok, stop_ids)
+    assert len(set(lengths)) > 2 and any(finished)
+    answer_mask = torch.arange(responses.shape[1])[None, :] < torch.tensor(lengths)[:, None]
+    assert (responses[~answer_mask] == tok.pad_token_id).all()
+    inputs = forward_inputs(torch.cat([ids, responses], 1), torch.cat([mask, answer_mask.long()], 1), ids.shape[1],
+                            answer_mask, pack_tokens=0)
+    with torch.no_grad():
+        logits, hidden = answer_logits(model, inputs)
+        values = head(hidden).squeeze(-1)
+    logits = logits / 0.9
+    assert torch.allclose(token_logprobs(logits, responses[answer_mask]), rollout.logprobs[answer_mask], atol=1e-5)
+    assert torch.allclose(token_entropy(logits), rollout.entropy[answer_mask], atol=1e-5)
+    assert torch.allclose(values, rollout.values[answer_mask], atol=1e-5)
+
+
+def test_sample_tokens_draws_from_the_distribution_and_its_nucleus():
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).repeat(20000, 1)
+    torch.manual_seed(0)
+    counts = torch.bincount(sample_tokens(probs, 1.0), minlength=4).float() / 20000
+    assert counts[1] == 0  # a zero-probability token is never drawn
+    assert torch.allclose(counts, probs[0], atol=0.015)
+    counts = torch.bincount(sample_tokens(probs, 0.75), minlength=4).float() / 20000
+    # top_p 0.75 keeps the smallest prefix (by probability) reaching 0.75: tokens 0 and 2, renormalised
+    assert counts[1] == 0 and counts[3] == 0
+    assert counts[0] == pytest.approx(0.5 / 0.8, abs=0.015)
+
+
+def test_prompt_indices_cover_each_pass_and_depend_only_on_step():
+    seen = [i for step in range(1, 4) for i in prompt_indices(6, 2, step, seed=3)]
+    assert sorted(seen) == list(range(6))  # three steps of 2 = one shuffled pass over 6 prompts
+    assert prompt_indices(6, 2, 5, seed=3) == prompt_indices(6, 2, 5, seed=3)
+    ranks = prompt_indices(6, 3, 1, seed=0, rank=0, world=2) + prompt_indices(6, 3, 1, seed=0, rank=1, world=2)
+    assert sorted(ranks) == list(range(6))  # processes share a pass without overlap
+
+
+def test_incomplete_answers_are_those_missing_a_field():
+    full = ("<<<domain>>>: Classification\n<<<api_call>>>: torch.hub.load('pytorch/vision', 'vgg11')\n"
+            "<<<api_provider>>>: PyTorch\n<<<explanation>>>: Load VGG-11.\n<<<code>>>: import torch")
+    no_code = full.split("\n<<<code>>>")[0]
+    empty_code = no_code + "\n<<<code>>>: "
+    assert incomplete_answers([full, no_code, empty_code, ""]) == [False, True, True, True]
