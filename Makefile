@@ -43,17 +43,18 @@ install: $(VENV)/.installed
 EXEC_ENV ?= $(HOME)/.cache/rlaif-code/exec-env
 export RLAIF_EXEC_ENV ?= $(EXEC_ENV)
 
-# The demo's TorchHub answers need only the required packages; `rlaif exec-env` without
-# --optional false adds the long tail (TensorFlow and more, ~20 minutes to install).
+# The demo's TorchHub answers need only the required packages; plain `rlaif exec-env` also
+# installs the optional long tail (TensorFlow and more, ~20 minutes).
 $(EXEC_ENV)/exec_env.json: $(VENV)/.installed src/rlaif_code/sandbox/exec_packages.txt
-	$(VENV)/bin/rlaif exec-env --path $(EXEC_ENV) --optional false
+	$(VENV)/bin/rlaif exec-env --path $(EXEC_ENV) --no-optional
 
 exec-env: $(EXEC_ENV)/exec_env.json
 
 demo: install exec-env
 	$(VENV)/bin/rlaif run --config configs/demo.yaml
 
-test: install
+# The exec env is built once (cached in $(EXEC_ENV)), so the real-library executability tests run.
+test: install exec-env
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: install

@@ -6,6 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -100,3 +102,42 @@ def make_minimal_venv(where: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
     os.chmod(where, 0o755)
     return env_python(where)
+
+
+def register_digit_check() -> None:
+    """A random tiny model's answers all fail the real checks alike, which leaves the reward
+    model one class to learn. A plugin check (the registry is open to users' own checks)
+    that splits gibberish roughly in half gives the wiring test both labels."""
+    from rlaif_code.feedback.tools import TOOL_CHECKS
+
+    if "test_has_digit" not in TOOL_CHECKS:
+        TOOL_CHECKS.add("test_has_digit",
+                        lambda ctx: ("yes", None) if any(c.isdigit() for c in ctx.text) else ("no", None))
+
+
+def tiny_pipeline_config(root: Path, **sections: dict[str, Any]) -> Path:
+    """A config for `rlaif run` on the tiny model, every stage at a tiny budget; `sections` update it."""
+    model = save_tiny_causal_lm(root / "tiny-model")
+    register_digit_check()
+    rubric = root / "rubric.yaml"
+    rubric.write_text(yaml.safe_dump({"name": "wiring", "questions": [
+        {"id": "syntax", "text": "Is the code free of syntax errors?", "weight": 1.0, "by": "syntax"},
+        {"id": "digit", "text": "Does the answer contain a digit?", "weight": 1.0, "by": "test_has_digit"}]}))
+    config = {
+        "run_dir": str(root / "run"),
+        "seed": 1,
+        "data": {"hub": "th", "max_train": 8, "max_eval": 4},
+        "sft": {"model": str(model), "max_steps": 2, "batch_size": 4, "max_length": 256, "learning_rate": 1e-3},
+        "sample": {"num_samples": 4, "max_new_tokens": 48, "temperature": 1.0, "batch_size": 16},
+        "feedback": {"judge": "tools", "rubric": str(rubric), "threshold": 0.5},
+        "reward": {"max_steps": 2, "batch_size": 4, "max_length": 256, "heldout_fraction": 0.25},
+        "ppo": {"total_steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 16,
+                "save_every": 1},
+        "evaluate": {"sample": {"max_new_tokens": 24, "temperature": 0.0, "num_samples": 1},
+                     "score": {"metrics": ["ast", "rouge", "codebleu"]}},
+    }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

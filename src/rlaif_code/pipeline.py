@@ -43,6 +43,9 @@ STAGE_ORDER = ("data", "sft", "sample", "feedback", "reward", "ppo", "evaluate",
 class PipelineConfig:
     run_dir: str = "runs/default"  # every stage's output goes in a folder of this directory
     seed: int = 0  # one seed for every stage that has one (each section's own seed is replaced)
+    # torch's CPU threads for every stage (None: torch's default, one per core). Float sums are
+    # split across threads, so a different count changes the last bits of every figure.
+    threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)  # `rlaif data`'s settings
     sft: SFTConfig = field(default_factory=SFTConfig)  # `rlaif sft`'s settings (paths are wired)
     sample: SampleConfig = field(default_factory=SampleConfig)  # answers to the training prompts
@@ -86,6 +89,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def machine(threads: int | None) -> dict[str, Any]:
+    """What decides the last bits of the figures besides config and seed: recorded in the manifest."""
+    import os
+    import platform
+
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def fingerprint(section: Any, previous: str) -> str:
     inputs: dict[str, Any] = {"section": to_dict(section), "previous": previous, **content_inputs(section)}
     blob = json.dumps(inputs, sort_keys=True, default=str)
@@ -99,7 +116,7 @@ class Manifest:
 
     @classmethod
     def open(cls, run_dir: Path, config: dict[str, Any], seed: int, config_file: str | None,
-             force: bool) -> Manifest:
+             force: bool, machine: dict[str, Any] | None = None) -> Manifest:
         path = run_dir / "manifest.json"
         identity = Path(config_file).name if config_file else "(defaults)"
         if path.is_file():
@@ -109,7 +126,8 @@ class Manifest:
                                  "choose another run_dir, or pass --force to reuse it")
         else:
             data = {"stages": {}}
-        data.update({"config_file": identity, "config": config, "seed": seed, "versions": _versions()})
+        data.update({"config_file": identity, "config": config, "seed": seed, "versions": _versions(),
+                     "machine": machine or {}})
         manifest = cls(path, data)
         manifest.save()
         return manifest
@@ -247,5 +265,5 @@ def run(cfg: PipelineConfig, *, from_stage: str | None = None, only_stage: str |
         raise ConfigError("command line: --from and --only exclude each other")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest.open(run_dir, to_dict(cfg), cfg.seed, config_file, force)
+    manifest = Manifest.open(run_dir, to_dict(cfg), cfg.seed, config_file, force, machine(cfg.threads))
     return execute(stage_calls(cfg, run_dir), manifest, from_stage=from_stage, only_stage=only_stage)

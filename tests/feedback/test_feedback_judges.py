@@ -65,7 +65,7 @@ def test_unknown_judge_is_a_loud_error() -> None:
 
 def judge_for(server: ScriptedServer, **kwargs: Any) -> OpenAIJudge:
     cfg = OpenAIJudgeConfig(base_url=server.url, model="scripted", backoff_s=0.001, max_backoff_s=0.01,
-                            timeout_s=5.0, **kwargs)
+                            timeout_s=30.0, **kwargs)  # generous: a loaded CI machine must not time out
     return OpenAIJudge(cfg)
 
 

@@ -46,7 +46,7 @@ def llama_server() -> Iterator[LlamaCppServer]:
 
 def judge_for(server: LlamaCppServer, **kwargs) -> OpenAIJudge:
     return OpenAIJudge(OpenAIJudgeConfig(base_url=server.base_url, model=server.model, concurrency=2,
-                                         timeout_s=30.0, max_retries=1, **kwargs))
+                                         timeout_s=120.0, max_retries=1, **kwargs))  # a busy CPU must not time out
 
 
 def test_logprobs_and_text_paths_cache_and_rerun(llama_server: LlamaCppServer, tmp_path: Path) -> None:

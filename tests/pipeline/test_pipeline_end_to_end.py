@@ -4,49 +4,11 @@ the manifest logic itself is tested on stub stages in test_manifest.py."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 
 from rlaif_code.cli import main
-from tiny import save_tiny_causal_lm
-
-
-def _register_plugin_check() -> None:
-    """A random tiny model's answers all fail the real checks alike, which leaves the reward
-    model one class to learn. A plugin check (the registry is open to users' own checks)
-    that splits gibberish roughly in half gives the wiring test both labels."""
-    from rlaif_code.feedback.tools import TOOL_CHECKS
-
-    if "test_has_digit" not in TOOL_CHECKS:
-        TOOL_CHECKS.add("test_has_digit",
-                        lambda ctx: ("yes", None) if any(c.isdigit() for c in ctx.text) else ("no", None))
-
-
-def tiny_config(root) -> Path:
-    model = save_tiny_causal_lm(root / "tiny-model")
-    _register_plugin_check()
-    rubric = root / "rubric.yaml"
-    rubric.write_text(yaml.safe_dump({"name": "wiring", "questions": [
-        {"id": "syntax", "text": "Is the code free of syntax errors?", "weight": 1.0, "by": "syntax"},
-        {"id": "digit", "text": "Does the answer contain a digit?", "weight": 1.0, "by": "test_has_digit"}]}))
-    config = {
-        "run_dir": str(root / "run"),
-        "seed": 1,
-        "data": {"hub": "th", "max_train": 8, "max_eval": 4},
-        "sft": {"model": str(model), "max_steps": 2, "batch_size": 4, "max_length": 256, "learning_rate": 1e-3},
-        "sample": {"num_samples": 4, "max_new_tokens": 48, "temperature": 1.0, "batch_size": 16},
-        "feedback": {"judge": "tools", "rubric": str(rubric), "threshold": 0.5},
-        "reward": {"max_steps": 2, "batch_size": 4, "max_length": 256, "heldout_fraction": 0.25},
-        "ppo": {"total_steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 16,
-                "save_every": 1},
-        "evaluate": {"sample": {"max_new_tokens": 24, "temperature": 0.0, "num_samples": 1},
-                     "score": {"metrics": ["ast", "rouge", "codebleu"]}},
-    }
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from tiny import tiny_pipeline_config
 
 
 def _runs(run_dir) -> dict[str, int]:
@@ -55,13 +17,14 @@ def _runs(run_dir) -> dict[str, int]:
 
 
 def test_every_stage_runs_then_a_rerun_skips_and_a_changed_section_reruns_downstream(tmp_path):
-    path = tiny_config(tmp_path)
+    path = tiny_pipeline_config(tmp_path)
     run_dir = tmp_path / "run"
     assert main(["run", "--config", str(path)]) == 0
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [s for s, e in manifest["stages"].items() if e["status"] == "done"] == [
         "data", "sft", "sample", "feedback", "reward", "ppo", "evaluate", "report"]
     assert manifest["seed"] == 1 and manifest["versions"]["torch"]
+    assert manifest["machine"]["torch_threads"] >= 1 and manifest["machine"]["cpu_count"] >= 1
     for name in ("sft", "rlaif", "reference"):
         result = json.loads((run_dir / "eval" / f"{name}.json").read_text())
         assert result["n"] == 4 and 0 <= result["accuracy"] <= 1
