@@ -30,3 +30,15 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny import save_tiny_causal_lm
 
     return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for tiny models: the 2 shared cores are often busy, and one thread is
+    several times faster for them than two threads fighting over the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,8 +1,11 @@
 #!/bin/bash
-# results/demo: `make demo` (configs/demo.yaml) on the 2-core CPU machine, nothing else running.
-# The first `make demo` stopped at the reward stage: under the rubric of that commit every one of
-# the 96 sampled answers was rejected (no answer matched the reference API exactly). After the
-# rubric change (an invented API fails a weight-3 check; the exact match weighs 1) a second
-# `make demo` skipped data, sft and sample (done) and ran feedback onwards; the stage times below
-# come from the manifest, which keeps each stage's own time.
-make demo
+# results/demo: `make demo` (configs/demo.yaml) on the 2-core CPU machine, after the generation
+# rewrite (one decoder, 128 answers in flight, a seed per answer). Run twice, one after the other,
+# into two run directories outside the checkout; every artifact (data, samples, labels, the three
+# models' weights) and every report table came out identical, only wall times differ. Run a is
+# committed here.
+export RLAIF_DATA=../shared/gorilla
+make exec-env
+.venv/bin/rlaif run --config configs/demo.yaml --set run_dir=$HOME/rlaif-runs/demo-a
+.venv/bin/rlaif run --config configs/demo.yaml --set run_dir=$HOME/rlaif-runs/demo-b
+diff <(grep '^|' ~/rlaif-runs/demo-a/report/report.md) <(grep '^|' ~/rlaif-runs/demo-b/report/report.md)

@@ -19,13 +19,8 @@ INSTRUCTIONS = ["Load a pretrained image classifier", "Segment the objects in a 
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2 shared cores are often busy: one intra-op thread is several times faster
-    # for these tiny models than two threads fighting over them.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every PPO test runs on one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture

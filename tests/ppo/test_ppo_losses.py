@@ -133,3 +133,38 @@ def test_masked_mean_and_explained_variance_ignore_padding():
     # values off by a constant: the residual has no variance, all of the returns' is explained
     assert explained_variance(returns - 0.5, returns, mask) == pytest.approx(1.0)
     assert math.isnan(explained_variance(returns, torch.tensor([[2.0, 2.0, 9.0]]), mask))  # returns constant
+
+
+def _whiten_half(rank: int, port: int, values: torch.Tensor, mask: torch.Tensor, out: dict) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+
+    def total(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    rows = slice(0, 2) if rank == 0 else slice(2, 4)
+    out[rank] = masked_whiten(values[rows], mask[rows], total)
+    dist.destroy_process_group()
+
+
+def test_whitening_over_two_processes_equals_whitening_the_whole_batch() -> None:
+    # Data parallel: each process holds half the rows; summing the statistics over processes
+    # gives every process the whole batch's mean and variance.
+    import socket
+
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    values = torch.randn(4, 5)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_whiten_half, args=(port, values, mask, out), nprocs=2, join=True)
+    whole = masked_whiten(values, mask)
+    assert torch.allclose(torch.cat([out[0], out[1]]), whole, atol=1e-6)
+    assert not torch.allclose(masked_whiten(values[:2], mask[:2]), whole[:2], atol=1e-3)  # local stats differ

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from rlaif_code.data.prompts import build_prompt
@@ -13,9 +12,10 @@ from rlaif_code.ppo.rollout import (
     incomplete_answers,
     left_pad,
     prompt_indices,
+    rollout_seeds,
     sample_answers,
-    sample_tokens,
 )
+from rlaif_code.sample.stops import AnswerEnds
 from tiny import tiny_causal_lm, tiny_tokenizer
 
 
@@ -39,19 +39,16 @@ def test_answer_ends_at_end_token_or_stop_string():
 
 
 def test_sample_answers_drops_finished_rows_and_samples_from_the_policy(instructions):
-    """Our decoding loop removes rows from the batch and the KV cache as they end. The log-probs,
+    """The decoding loop removes rows from the batch and the KV cache as they end. The log-probs,
     entropies and values it computed while sampling must equal a fresh padded forward over the
     finished answers: a row that read another row's cache, or a wrong position, would not."""
-    from transformers import StopStringCriteria
-
     model, tok = tiny_causal_lm()
     head = PolicyWithValue(model).value_head
     torch.nn.init.normal_(head.weight)  # a non-trivial value function
     ids, mask = left_pad(tok([build_prompt(i) for i in instructions])["input_ids"], tok.pad_token_id)
     stop_ids = list(range(3, 103))  # a sixth of the vocabulary ends an answer: rows end at scattered steps
-    torch.manual_seed(1)
-    rollout = sample_answers(model, ids, mask, 16, 0.9, 1.0, stop_ids, StopStringCriteria(tok, ["\n###"]),
-                             tok.pad_token_id, value_head=head)
+    rollout = sample_answers(model, ids, mask, 16, 0.9, 1.0, AnswerEnds(tok, end_ids=stop_ids), tok.pad_token_id,
+                             rollout_seeds(0, 1, len(instructions)), value_head=head)
     responses = rollout.responses
     lengths, finished, _ = answer_ends(responses, tok, stop_ids)
     assert len(set(lengths)) > 2 and any(finished)
@@ -68,16 +65,26 @@ def test_sample_answers_drops_finished_rows_and_samples_from_the_policy(instruct
     assert torch.allclose(values, rollout.values[answer_mask], atol=1e-5)
 
 
-def test_sample_tokens_draws_from_the_distribution_and_its_nucleus():
-    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).repeat(20000, 1)
-    torch.manual_seed(0)
-    counts = torch.bincount(sample_tokens(probs, 1.0), minlength=4).float() / 20000
-    assert counts[1] == 0  # a zero-probability token is never drawn
-    assert torch.allclose(counts, probs[0], atol=0.015)
-    counts = torch.bincount(sample_tokens(probs, 0.75), minlength=4).float() / 20000
-    # top_p 0.75 keeps the smallest prefix (by probability) reaching 0.75: tokens 0 and 2, renormalised
-    assert counts[1] == 0 and counts[3] == 0
-    assert counts[0] == pytest.approx(0.5 / 0.8, abs=0.015)
+def test_rollouts_do_not_depend_on_how_the_step_is_split_between_processes(instructions):
+    """Seeds are keyed by the prompt's place among the step's prompts of all processes: two
+    processes with half the batch each sample what one process with the whole batch samples."""
+    assert rollout_seeds(0, 3, 2, rank=0) + rollout_seeds(0, 3, 2, rank=1) == rollout_seeds(0, 3, 4)
+    assert rollout_seeds(0, 3, 4) != rollout_seeds(0, 4, 4) != rollout_seeds(1, 3, 4)
+    model, tok = tiny_causal_lm()
+    prompts = tok([build_prompt(i) for i in instructions[:4]])["input_ids"]
+    ends = AnswerEnds(tok, end_ids=list(range(3, 103)))
+
+    def rollout(rows: slice, rank: int, batch_size: int):
+        ids, mask = left_pad(prompts[rows], tok.pad_token_id)
+        return sample_answers(model, ids, mask, 12, 0.9, 0.95, ends, tok.pad_token_id,
+                              rollout_seeds(0, 1, batch_size, rank))
+
+    whole, first, second = rollout(slice(0, 4), 0, 4), rollout(slice(0, 2), 0, 2), rollout(slice(2, 4), 1, 2)
+    for part, rows in ((first, slice(0, 2)), (second, slice(2, 4))):
+        width = part.responses.shape[1]
+        assert torch.equal(part.responses, whole.responses[rows, :width])
+        assert (whole.responses[rows, width:] == tok.pad_token_id).all()
+        assert torch.allclose(part.logprobs, whole.logprobs[rows, :width], atol=1e-6)
 
 
 def test_prompt_indices_cover_each_pass_and_depend_only_on_step():

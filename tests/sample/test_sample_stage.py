@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from rlaif_code.cli import main
 from rlaif_code.core.artifacts import InputError, read_jsonl, read_stage_record
-from rlaif_code.core.models import load_causal_lm
 from rlaif_code.data.parse import FIELDS
 from rlaif_code.sample import stage as sample
-from rlaif_code.sample.generate import generate_batch
 from rlaif_code.sample.stage import SampleConfig
 from tiny import make_data_dir
 
@@ -54,13 +50,13 @@ def test_resume_skips_written_pairs(tiny_dir, data_dir, tmp_path, monkeypatch):
     with (out / "samples.jsonl").open("a") as handle:  # what a kill mid-write leaves behind
         handle.write('{"example_id": "torn')
     asked: list[str] = []
-    real = sample.generate_batch
+    real = sample.generate_stream
 
     def counting(model, tokenizer, prompts, **kwargs):
         asked.extend(prompts)
         return real(model, tokenizer, prompts, **kwargs)
 
-    monkeypatch.setattr(sample, "generate_batch", counting)
+    monkeypatch.setattr(sample, "generate_stream", counting)
     second = sample.run(_cfg(tiny_dir, data_dir, out, max_examples=3))
     assert second["n_resumed"] == 4 and second["n_generated"] == 2
     third_prompt = read_jsonl(data_dir / "eval.jsonl")[2]["prompt"]
@@ -77,44 +73,37 @@ def test_resume_refuses_samples_from_other_settings(tiny_dir, data_dir, tmp_path
         sample.run(_cfg(tiny_dir, data_dir, out, max_examples=2, num_samples=1, temperature=0.5))
 
 
-class ScriptedAnswers(LogitsProcessor):
-    """Forces row i to write script[i] token by token (a random tiny model never writes
-    '###Instruction' by itself, so the test dictates the text and checks where it stops)."""
-
-    def __init__(self, scripts: list[list[int]], prompt_length: int, filler: int) -> None:
-        self.scripts, self.prompt_length, self.filler = scripts, prompt_length, filler
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        step = input_ids.shape[1] - self.prompt_length
-        forced = torch.full_like(scores, float("-inf"))
-        for row, script in enumerate(self.scripts):
-            forced[row, script[step] if step < len(script) else self.filler] = 0.0
-        return forced
+def test_answers_do_not_depend_on_the_batch_size(tiny_dir, data_dir, tmp_path):
+    files = []
+    for batch_size in (1, 3, 16):
+        out = tmp_path / f"batch{batch_size}"
+        sample.run(_cfg(tiny_dir, data_dir, out, batch_size=batch_size, num_samples=3, max_new_tokens=12))
+        files.append((out / "samples.jsonl").read_bytes())
+    assert files[0] == files[1] == files[2]
+    rows = read_jsonl(tmp_path / "batch1" / "samples.jsonl")
+    assert len({row["text"] for row in rows}) == len(rows)  # every (example, sample_id) draws its own answer
 
 
-def test_answers_stop_at_a_new_instruction_or_eos(tiny_dir, data_dir):
-    model, tokenizer = load_causal_lm(tiny_dir, device="cpu", padding_side="left")
-    prompts = [row["prompt"] for row in read_jsonl(data_dir / "eval.jsonl")[:3]]
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    answer = " <<<api_call>>>: torch.hub.load('pytorch/vision', 'resnet50')"
-    filler = encode(" model")[0]
-    scripts = [
-        encode(answer + "\n###Instruction: and now something else entirely") ,
-        encode(answer) + [tokenizer.eos_token_id] + encode(" trailing"),
-        encode(answer + " model" * 40),  # never stops: hits max_new_tokens
-    ]
-    prompt_length = tokenizer(prompts, padding=True, return_tensors="pt")["input_ids"].shape[1]
-    max_new = 40
-    results = generate_batch(model, tokenizer, prompts, max_new_tokens=max_new, temperature=0.0,
-                             logits_processor=LogitsProcessorList([ScriptedAnswers(scripts, prompt_length,
-                                                                                   filler)]))
-    by_instruction, by_eos, unfinished = results
-    assert by_instruction.text == answer and by_instruction.finished
-    assert by_instruction.n_tokens < max_new
-    assert "###" not in by_instruction.text
-    assert by_eos.text == answer and by_eos.finished
-    assert by_eos.n_tokens == len(encode(answer)) + 1  # the eos counts: the model chose to stop
-    assert not unfinished.finished and unfinished.n_tokens == max_new
+def test_a_killed_run_resumes_into_the_file_an_unbroken_run_writes(tiny_dir, data_dir, tmp_path, monkeypatch):
+    unbroken = tmp_path / "unbroken"
+    sample.run(_cfg(tiny_dir, data_dir, unbroken))
+    killed = tmp_path / "killed"
+    real = sample.generate_stream
+
+    def dies_after_three_answers(*args, **kwargs):
+        for count, answer in enumerate(real(*args, **kwargs)):
+            if count == 3:
+                raise KeyboardInterrupt
+            yield answer
+
+    monkeypatch.setattr(sample, "generate_stream", dies_after_three_answers)
+    with pytest.raises(KeyboardInterrupt):
+        sample.run(_cfg(tiny_dir, data_dir, killed))
+    written = len(read_jsonl(killed / "samples.jsonl"))
+    assert 0 < written <= 3
+    monkeypatch.setattr(sample, "generate_stream", real)
+    assert sample.run(_cfg(tiny_dir, data_dir, killed, batch_size=2))["n_resumed"] == written
+    assert (killed / "samples.jsonl").read_bytes() == (unbroken / "samples.jsonl").read_bytes()
 
 
 def test_bad_prompt_files_name_the_line(tiny_dir, tmp_path):

@@ -16,11 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-
-def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(backbone, lm_head) of a causal LM, looking through a PEFT wrapper (whose LoRA layers live inside)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base, base.base_model_prefix), base.get_output_embeddings()
+from rlaif_code.sample.decoding import backbone_and_head
 
 
 def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -151,7 +147,7 @@ def answer_states(backbone: nn.Module, inputs: ForwardInputs) -> torch.Tensor:
 
 def answer_logits(model: nn.Module, inputs: ForwardInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (n, V), hidden (n, H)) for each answer token: the LM head never runs on prompts or padding."""
-    backbone, lm_head = causal_lm_parts(model)
+    backbone, lm_head = backbone_and_head(model)
     hidden = answer_states(backbone, inputs)
     return lm_head(hidden), hidden
 

@@ -7,6 +7,8 @@ which is what the training forward pass produces.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,12 +21,23 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance over the masked entries; zero elsewhere."""
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean) ** 2, mask)
+def _this_process(total: torch.Tensor) -> torch.Tensor:
+    return total
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor,
+                  total: Callable[[torch.Tensor], torch.Tensor] = _this_process) -> torch.Tensor:
+    """Zero mean, unit variance over the masked entries; zero elsewhere.
+
+    `total` sums a scalar over the processes of a data-parallel run (e.g. `accelerator.reduce`), so
+    that every process whitens with the statistics of the whole batch, as one process would.
+    """
+    mask_f = mask.to(values.dtype)
+    count = total(mask_f.sum()).clamp(min=1)
+    mean = total((values * mask_f).sum()) / count
+    var = total(((values - mean) ** 2 * mask_f).sum()) / count
     whitened = (values - mean) * torch.rsqrt(var + 1e-8)
-    return whitened * mask.to(values.dtype)
+    return whitened * mask_f
 
 
 def kl_penalized_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, scores: torch.Tensor,

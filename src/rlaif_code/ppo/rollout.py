@@ -1,8 +1,8 @@
 """The sampler and what it needs: prompts, the order they are drawn in, and where each answer ends.
 
-`sample_answers` decodes with a KV cache from left-padded prompts and drops each row from the
-batch (and the cache) as it ends; each step's logits and last hidden state give the token's
-log-prob, entropy and (shared-head) value, so a rollout needs no second pass of the policy.
+`sample_answers` decodes through the sample stage's loop (KV cache, rows leave the batch as they
+end, one seeded uniform stream per rollout); each step's logits and last hidden state give the
+token's log-prob, entropy and (shared-head) value, so a rollout needs no second pass of the policy.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import torch.nn as nn
 
 from rlaif_code.core.artifacts import InputError, iter_jsonl
 from rlaif_code.ppo.config import PPOConfig
-from rlaif_code.ppo.layout import causal_lm_parts, position_ids_for
+from rlaif_code.sample.decoding import DecodeStep, Sampling, decode
+from rlaif_code.sample.decoding import left_pad as left_pad  # the PPO stage pads its queries with it
+from rlaif_code.sample.sampling import row_seed
+from rlaif_code.sample.stops import AnswerEnds
 
 
 def load_prompts(cfg: PPOConfig) -> list[str]:
@@ -70,20 +73,6 @@ def prompt_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,
     return [_epoch_order(n, seed, k // n)[k % n] for k in range(start, start + batch_size)]
 
 
-def sample_tokens(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """One token per row from `probs` (b, V), nucleus-truncated when top_p < 1."""
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest prefix reaching top_p
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-    # Inverse CDF rather than torch.multinomial, which on CPU costs ~15x more over a 49k vocabulary
-    # (a noticeable share of a decoding step). The first index whose CDF exceeds u: a token of
-    # probability 0 owns an empty interval and is never drawn.
-    cdf = probs.double().cumsum(-1)  # (b, V)
-    u = torch.rand((probs.shape[0], 1), device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
-
-
 @dataclass
 class Rollout:
     responses: torch.Tensor  # (B, T) sampled tokens, pad after each row's end
@@ -92,64 +81,37 @@ class Rollout:
     values: torch.Tensor | None  # (B, T) value head on the state before each token (when given a head)
 
 
+def rollout_seeds(seed: int, step: int, batch_size: int, rank: int = 0) -> list[int]:
+    """Each rollout's sampling seed, keyed by (seed, step, the prompt's place among the step's prompts
+    of all processes): a rollout is the same whatever the number of processes, and on a resume."""
+    return [row_seed("ppo", seed, step, rank * batch_size + i) for i in range(batch_size)]
+
+
 @torch.no_grad()
 def sample_answers(policy: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int,
-                   temperature: float, top_p: float, stop_ids: list[int], stopping: Any, pad_id: int,
+                   temperature: float, top_p: float, ends: AnswerEnds, pad_id: int, seeds: list[int],
                    value_head: nn.Module | None = None) -> Rollout:
-    """Sample answers with a KV cache from left-padded prompts; T = steps until every row ended.
+    """Sample answers from left-padded prompts through the sample stage's decoding loop
+    (`sample.decoding.decode`); T = steps until every row ended.
 
     A row leaves the batch (and the cache) as soon as it emits an end token or completes a stop
     string. Each step's logits and last hidden state give the token's log-prob, the entropy and
     (with `value_head`) the value, so a rollout needs no second pass of the policy.
     """
     batch, device = queries.shape[0], queries.device
-    backbone, lm_head = causal_lm_parts(policy)
-    out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs, entropy, values = (torch.zeros((batch, max_new_tokens), device=device) for _ in range(3))
-    stop = torch.tensor(stop_ids, device=device)
-    active = torch.arange(batch, device=device)  # rows still generating
-    attention = query_mask
-    step_ids, step_positions = queries, position_ids_for(query_mask)
-    next_position = query_mask.sum(1)  # (b,)
-    cache = None
-    for t in range(max_new_tokens):
-        output = backbone(input_ids=step_ids, attention_mask=attention, position_ids=step_positions,
-                          past_key_values=cache, use_cache=True)
-        cache = output.past_key_values
-        hidden = output.last_hidden_state[:, -1]  # (b, H): the state before token t
-        log_probs = torch.log_softmax(lm_head(hidden).float() / temperature, dim=-1)  # (b, V)
-        probs = log_probs.exp()
-        tokens = sample_tokens(probs, top_p)  # (b,)
-        out[active, t] = tokens
-        logprobs[active, t] = log_probs.gather(-1, tokens[:, None]).squeeze(1)
-        entropy[active, t] = -(probs * log_probs).sum(-1)
+
+    def record(step: DecodeStep) -> None:
+        logprobs[step.rows, step.steps] = step.log_probs.gather(-1, step.tokens[:, None]).squeeze(1)
+        entropy[step.rows, step.steps] = -(step.probs * step.log_probs).sum(-1)
         if value_head is not None:
-            values[active, t] = value_head(hidden).squeeze(-1).float()
-        # stop strings are looked for in the answer only (the prompt holds "###Instruction" itself)
-        ended = torch.isin(tokens, stop) | stopping(out[active, : t + 1], None).to(device)
-        if t + 1 == max_new_tokens or bool(ended.all()):
-            break
-        if bool(ended.any()):
-            keep = (~ended).nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            active, tokens, attention, next_position = active[keep], tokens[keep], attention[keep], next_position[keep]
-        attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], 1)
-        step_ids, step_positions = tokens[:, None], next_position[:, None]
-        next_position = next_position + 1
-    width = t + 1
-    return Rollout(out[:, :width], logprobs[:, :width], entropy[:, :width],
+            values[step.rows, step.steps] = value_head(step.hidden).squeeze(-1).float()
+
+    decoded = decode(policy, queries, query_mask, ends, Sampling(max_new_tokens, temperature, top_p, seeds, pad_id),
+                     on_step=record)
+    width = decoded.tokens.shape[1]
+    return Rollout(decoded.tokens, logprobs[:, :width], entropy[:, :width],
                    values[:, :width] if value_head is not None else None)
-
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq):] = 1
-    return ids, mask
 
 
 def answer_ends(responses: torch.Tensor, tokenizer: Any,

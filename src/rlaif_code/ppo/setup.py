@@ -92,7 +92,6 @@ class Setup:
     reward_model: nn.Module | None  # None when reward_fn scores
     reward_tokenizer: Any
     stop_ids: list[int]
-    stopping: Any  # StopStringCriteria for the Gorilla stop strings
     pack_tokens: int  # 0 when the architecture ignores packed position ids
     pair_cost: float
     prompts: Prompts
@@ -106,7 +105,7 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
     (seeding, then model building) that a rerun repeats exactly."""
     from accelerate.utils import set_seed
 
-    from rlaif_code.core.models import stop_string_criteria, stop_token_ids
+    from rlaif_code.core.models import stop_token_ids
 
     out_dir = Path(cfg.out_dir)
     prompt_texts = load_prompts(cfg)
@@ -151,5 +150,5 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
         drop_unfinished_saves(out_dir)
     logger = StepLogger(out_dir, start_step, cfg.log_every, accelerator.is_main_process)
     return Setup(accelerator, model, unwrapped, optimizer, ref_policy, tokenizer, reward_fn, reward_model,
-                 reward_tokenizer, stop_token_ids(tokenizer), stop_string_criteria(tokenizer), pack_tokens, pair_cost,
+                 reward_tokenizer, stop_token_ids(tokenizer), pack_tokens, pair_cost,
                  prompts, kl_ctl, start_step, logger)

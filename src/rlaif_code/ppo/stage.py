@@ -56,7 +56,15 @@ from rlaif_code.ppo.losses import (
     token_entropy,
     token_logprobs,
 )
-from rlaif_code.ppo.rollout import Rollout, answer_ends, incomplete_answers, left_pad, prompt_indices, sample_answers
+from rlaif_code.ppo.rollout import (
+    Rollout,
+    answer_ends,
+    incomplete_answers,
+    left_pad,
+    prompt_indices,
+    rollout_seeds,
+    sample_answers,
+)
 from rlaif_code.ppo.setup import RewardFn, Setup, setup
 
 
@@ -70,12 +78,15 @@ def step_prompts(cfg: PPOConfig, s: Setup, step: int) -> tuple[list[str], torch.
             query_mask.to(accelerator.device))
 
 
-def generate(cfg: PPOConfig, s: Setup, queries: torch.Tensor, query_mask: torch.Tensor) -> Rollout:
+def generate(cfg: PPOConfig, s: Setup, step: int, queries: torch.Tensor, query_mask: torch.Tensor) -> Rollout:
+    from rlaif_code.sample.stops import answer_ends_for
+
     s.unwrapped.eval()
     shared_values = s.unwrapped.value_head if s.unwrapped.value_backbone is None else None
+    seeds = rollout_seeds(cfg.seed, step, queries.shape[0], s.accelerator.process_index)
     with s.accelerator.autocast():
         return sample_answers(s.unwrapped.policy, queries, query_mask, cfg.max_new_tokens, cfg.temperature,
-                              cfg.top_p, s.stop_ids, s.stopping, s.tokenizer.pad_token_id, shared_values)
+                              cfg.top_p, answer_ends_for(s.tokenizer), s.tokenizer.pad_token_id, seeds, shared_values)
 
 
 def score_answers(s: Setup, prompts: list[str], answers: list[str], batch_size: int) -> torch.Tensor:
@@ -94,12 +105,13 @@ def score_answers(s: Setup, prompts: list[str], answers: list[str], batch_size: 
                             dtype=torch.float32, device=device)
 
 
-def penalized_scores(cfg: PPOConfig, b_raw_scores: torch.Tensor, b_finished: torch.Tensor,
+def penalized_scores(cfg: PPOConfig, accelerator: Any, b_raw_scores: torch.Tensor, b_finished: torch.Tensor,
                      answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(what PPO optimises (B,), whether each answer lacks a Gorilla field (B,))."""
     b_scores = b_raw_scores
-    if cfg.whiten_rewards:
-        b_scores = (b_scores - b_scores.mean()) / (b_scores.std() + 1e-8)
+    if cfg.whiten_rewards:  # over every process's scores, as one process with the whole batch would
+        all_scores = accelerator.gather(b_scores)
+        b_scores = (b_scores - all_scores.mean()) / (all_scores.std() + 1e-8)
     if cfg.missing_eos_penalty is not None:
         b_scores = b_scores - cfg.missing_eos_penalty * (~b_finished).float()
     b_incomplete = torch.tensor(incomplete_answers(answers), device=b_raw_scores.device)
@@ -146,10 +158,9 @@ def old_and_reference_logprobs(cfg: PPOConfig, s: Setup, rollout: Rollout, layou
     return b_logprobs, b_entropy, b_values, b_ref_logprobs
 
 
-def micro_batch_losses(cfg: PPOConfig, model: nn.Module, layout: BatchLayout, micro_inds: torch.Tensor,
-                       b_logprobs: torch.Tensor, b_values: torch.Tensor, b_advantages: torch.Tensor,
-                       b_returns: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor,
-                                                         torch.Tensor]:
+def micro_batch_losses(cfg: PPOConfig, accelerator: Any, model: nn.Module, layout: BatchLayout,
+                       micro_inds: torch.Tensor, b_logprobs: torch.Tensor, b_values: torch.Tensor,
+                       b_advantages: torch.Tensor, b_returns: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(policy loss, its stats, value loss, value clip fraction) of the rows `micro_inds`."""
     mb_mask = layout.answer_mask[micro_inds]  # (b, T)
     logits, mb_new_values = model(*layout.inputs(micro_inds).as_args())  # (n, V), (n,) over answer tokens
@@ -159,7 +170,12 @@ def micro_batch_losses(cfg: PPOConfig, model: nn.Module, layout: BatchLayout, mi
                                             b_advantages[micro_inds][mb_mask], cfg.clip_range)
     vf_loss, vf_clip = clipped_value_loss(mb_new_values, b_values[micro_inds][mb_mask],
                                           b_returns[micro_inds][mb_mask], cfg.clip_range_value)
-    return pg_loss, pg_stats, vf_loss, vf_clip
+    # The losses are token means over this process's micro-batch, and DDP averages the processes'
+    # gradients: weighting each by its share of the tokens makes that the token mean of the whole
+    # micro-batch, as one process would compute it (the weight is exactly 1 for one process).
+    n_tokens = mb_mask.sum().float()
+    weight = n_tokens * accelerator.num_processes / accelerator.reduce(n_tokens.clone(), "sum")
+    return pg_loss * weight, pg_stats, vf_loss * weight, vf_clip
 
 
 def step_metrics(accelerator: Any, stats: dict[str, list[float]], seq_kl: float, kl_coef: float,
@@ -212,7 +228,7 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
 
         # ---- 1. rollouts: an answer to each of B prompts, each ending at its own length
         b_prompts, queries, query_mask = step_prompts(cfg, s, step)  # queries, query_mask: (B, P)
-        rollout = generate(cfg, s, queries, query_mask)
+        rollout = generate(cfg, s, step, queries, query_mask)
         b_responses = rollout.responses  # (B, T)
         lengths, finished, answers = answer_ends(b_responses, s.tokenizer, s.stop_ids)
         b_lengths, b_finished = torch.tensor(lengths, device=device), torch.tensor(finished, device=device)  # (B,)
@@ -225,7 +241,7 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
 
         # ---- 2. scores: the reward model (or reward_fn) on prompt + answer, less the penalties
         b_raw_scores = score_answers(s, b_prompts, answers, micro_size)  # (B,)
-        b_scores, b_incomplete = penalized_scores(cfg, b_raw_scores, b_finished, answers)  # (B,) each
+        b_scores, b_incomplete = penalized_scores(cfg, accelerator, b_raw_scores, b_finished, answers)  # (B,) each
 
         with torch.no_grad(), accelerator.autocast():
             # ---- 3. old log-probs, entropies and values; the reference policy's log-probs
@@ -237,7 +253,7 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
             b_rewards, b_kl = kl_penalized_rewards(b_logprobs, b_ref_logprobs, b_scores, b_mask, s.kl_ctl.value)
             b_advantages, b_returns = gae(b_rewards, b_values, b_mask, cfg.gamma, cfg.lam)  # (B, T) each
             if cfg.whiten_advantages:
-                b_advantages = masked_whiten(b_advantages, b_mask)
+                b_advantages = masked_whiten(b_advantages, b_mask, lambda t: accelerator.reduce(t, "sum"))
         seconds["rollout"] = time.perf_counter() - step_start
 
         # ---- 5. PPO epochs over shuffled minibatches, each in grad_accum micro-batches
@@ -251,7 +267,7 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
                     micro_inds = mini_inds[micro_start: micro_start + micro_size]  # a micro-batch's rows
                     with accelerator.accumulate(model):
                         pg_loss, pg_stats, vf_loss, vf_clip = micro_batch_losses(
-                            cfg, model, layout, micro_inds, b_logprobs, b_values, b_advantages, b_returns)
+                            cfg, accelerator, model, layout, micro_inds, b_logprobs, b_values, b_advantages, b_returns)
                         accelerator.backward(pg_loss + cfg.vf_coef * vf_loss)
                         if accelerator.sync_gradients:  # the minibatch's last micro-batch
                             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
