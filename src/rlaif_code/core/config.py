@@ -330,7 +330,7 @@ def section_help(cls: type, prefix: str = "") -> dict[str, str]:
 
 
 def flat_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted name, type, default) for every leaf field; drives the generated CLI flags."""
+    """(dotted name, type, default) for every leaf field: `describe_fields` without the help text."""
     return [(info.name, info.type, info.default) for info in describe_fields(cls, prefix)]
 
 

@@ -16,12 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from rlaif_code.sample.decoding import backbone_and_head
-
-
-def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
-    # Left padding does not shift positions: the first real token is at 0, as in generate().
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+from rlaif_code.sample.decoding import backbone_and_head, positions_of
 
 
 @dataclass
@@ -54,7 +49,7 @@ def padded_inputs(ids: torch.Tensor, attention: torch.Tensor, context_length: in
     rows, width = ids.shape
     columns = (context_length - left - 1) + torch.arange(answer_width, device=ids.device)
     flat = torch.arange(rows, device=ids.device)[:, None] * width + columns[None, :]  # (b, t)
-    return ForwardInputs(ids, position_ids_for(attention), attention, flat[answer_mask[:, :answer_width]])
+    return ForwardInputs(ids, positions_of(attention), attention, flat[answer_mask[:, :answer_width]])
 
 
 def attention_cost(config: Any) -> float:
