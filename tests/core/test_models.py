@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlaif_code.core import models
+from rlaif_code.core import models, precision
 from rlaif_code.core.artifacts import InputError, read_stage_record
 from rlaif_code.core.models import (
     ADDED_PAD_TOKEN,
@@ -163,6 +163,7 @@ def test_answer_end_helpers():
 
 
 def test_dtype_choice():
-    assert models.torch_dtype("auto", "cpu") == torch.float32
+    cpu_auto = torch.bfloat16 if precision.cpu_has_amx_bf16() else torch.float32
+    assert models.torch_dtype("auto", "cpu") == cpu_auto
     assert models.torch_dtype("bfloat16") == torch.bfloat16
     assert models.torch_dtype("float32", "cuda") == torch.float32

@@ -35,6 +35,7 @@ from typing import Any, Iterator, Literal
 
 from rlaif_code.core.artifacts import InputError, file_sha256, read_stage_record, write_stage_record
 from rlaif_code.core.config import check_at_least, check_fraction
+from rlaif_code.core.precision import bf16_pays
 
 # Embedded default models: name -> (python package holding the file, file name in it).
 DEFAULT_MODELS: dict[str, tuple[str, str]] = {
@@ -293,7 +294,7 @@ def default_device() -> str:
 
 
 def torch_dtype(dtype: Dtype, device: str | None = None) -> Any:
-    """"auto" = bfloat16 on a GPU that supports it, float32 elsewhere (CPU bf16 is slow)."""
+    """"auto" = bfloat16 where it pays (`precision.bf16_pays`), float32 elsewhere."""
     import torch
 
     if dtype == "float32":
@@ -302,10 +303,7 @@ def torch_dtype(dtype: Dtype, device: str | None = None) -> Any:
         return torch.bfloat16
     if dtype != "auto":
         raise InputError(f"unknown dtype '{dtype}' (choose auto, float32, bfloat16)")
-    device = device or default_device()
-    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    return torch.bfloat16 if bf16_pays(device or default_device()) else torch.float32
 
 
 def load_causal_lm(path: str | Path, dtype: Dtype = "auto", device: str | None = None,

@@ -1,8 +1,8 @@
 """Training plumbing the SFT, reward and PPO stages share.
 
 - `CHECKPOINTS`: the folder under a stage's `out_dir` that holds its checkpoints.
-- `Bf16`/`use_bf16`: the one precision setting; "auto" is bf16 mixed precision on a GPU that
-  supports it and float32 elsewhere (bf16 on CPU is slower than float32).
+- `Bf16`/`use_bf16`: the one precision setting; "auto" is bf16 mixed precision where it pays
+  (`precision.bf16_pays`: a GPU that supports it, or a CPU with AMX) and float32 elsewhere.
 - `tensorboard_dir`: TensorBoard events of every stage go to `out_dir/tb`.
 - `resumable_checkpoint`: a Trainer's last checkpoint, only if it belongs to this run
   (`artifacts.run_identity`: the same config up to the fields its class lists as `RESUMABLE`).
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from rlaif_code.core.artifacts import claim_run
+from rlaif_code.core.precision import bf16_pays
 
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tb"
@@ -32,7 +33,7 @@ def use_bf16(setting: Bf16) -> bool:
         return True
     if setting == "off":
         return False
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bf16_pays("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextmanager
@@ -88,6 +89,7 @@ def trainer_arguments(cfg: Any, output_dir: str | Path) -> dict[str, Any]:
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         bf16=use_bf16(cfg.bf16),
+        use_cpu=not torch.cuda.is_available(),  # else transformers refuses bf16 on a CPU
         seed=cfg.seed,
         data_seed=cfg.seed,
         save_strategy="steps",

@@ -74,7 +74,7 @@ class PPOConfig:
     pack_tokens: int = 512
     # generation: old log-probs and values from the sampler itself; recompute: one more exact pass
     rollout_logprobs: Literal["generation", "recompute"] = "generation"
-    bf16: Bf16 = "auto"  # auto: bf16 mixed precision on a GPU that supports it
+    bf16: Bf16 = "auto"  # auto: bf16 mixed precision on a GPU that supports it or an AMX CPU
 
     # Budgets and logging: a resumed run may change them and still continue its checkpoints.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({

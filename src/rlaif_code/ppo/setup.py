@@ -115,7 +115,7 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
     accelerator = make_accelerator(cfg.grad_accum, "bf16" if bf16 else "no")
     device = accelerator.device
     set_seed(cfg.seed + accelerator.process_index)
-    frozen_dtype = torch.bfloat16 if bf16 and device.type == "cuda" else torch.float32
+    frozen_dtype = torch.bfloat16 if bf16 else torch.float32
 
     model, tokenizer, ref_policy = build_policy(cfg, device, frozen_dtype)
     # fused: one kernel per step and no parameter-sized temporaries (lower peak memory than foreach)

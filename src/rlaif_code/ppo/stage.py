@@ -10,7 +10,7 @@ value loss (`losses`) -> KL controller.
 Memory: the value function is by default a scalar head on the policy's own last hidden state
 (no second network, no second optimizer state); the reference policy is either a frozen copy
 or, with LoRA, the same network with its adapters disabled; reference and reward model run
-without gradients (bf16 on GPU); logits are computed only for answer tokens (`layout`).
+without gradients (bf16 where it pays); logits are computed only for answer tokens (`layout`).
 
 Speed: the sampler's own logits and hidden states give the old log-probs, entropies and
 (shared-head) values, so a rollout needs no second policy pass (`rollout_logprobs: recompute`

@@ -62,7 +62,7 @@ class RewardConfig:
     # Imbalanced labels: pos_weight weights accepted answers by n_rejected / n_accepted in the
     # loss, sampler draws training rows with class-balanced probabilities, none does neither.
     balance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
-    bf16: Bf16 = "auto"  # bf16 mixed precision: auto (on a GPU that supports it), on or off
+    bf16: Bf16 = "auto"  # bf16 mixed precision: auto (on a GPU that supports it or an AMX CPU), on or off
     seed: int = 0  # seeds the held-out split and training (data order, dropout)
     save_steps: int = 200  # optimizer steps between checkpoints (an interrupted run resumes from the last)
     save_total_limit: int = 1  # checkpoints kept on disk

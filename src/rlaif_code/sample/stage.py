@@ -59,7 +59,7 @@ class SampleConfig:
     batch_size: int = 128  # answers in flight (fastest on 2 CPU cores: 417 tokens/s, 334 at 64, 234 at 32)
     max_examples: int | None = None  # first N prompts, for budgets
     seed: int = 0  # seeds the sampling (per answer: batch size and resuming change no answer)
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 on a GPU that supports it, else float32
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 on a bf16 GPU or an AMX CPU, else float32
     device: str | None = None  # None: cuda if available, else cpu
 
     # Settings that do not change which answers are written: a resumed run may differ in these.

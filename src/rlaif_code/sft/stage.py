@@ -13,7 +13,8 @@ Design choices:
 - The final model is one plain directory (LoRA adapters merged), so every later stage
   loads M_SFT the same way whether or not LoRA was used; `stage.json` (written last)
   carries the config and the metrics.
-- bf16 "auto" means mixed precision on a GPU only: on CPU bf16 is slower than float32.
+- bf16 "auto" means mixed precision where it pays: a GPU, or a CPU with AMX (2.4x float32 there);
+  elsewhere on CPU bf16 is slower than float32.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class SFTConfig:
     batch_size: int = 8  # rows per forward pass
     grad_accum: int = 1  # forward passes per optimizer step (effective batch: batch_size * grad_accum)
     lora: LoraSettings = field(default_factory=LoraSettings)  # LoRA adapters instead of full fine-tuning
-    bf16: Bf16 = "auto"  # bf16 mixed precision: auto (on a GPU that supports it), on or off
+    bf16: Bf16 = "auto"  # bf16 mixed precision: auto (on a GPU that supports it or an AMX CPU), on or off
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
     seed: int = 0  # seeds training (data order, dropout)
     save_steps: int = 200  # optimizer steps between checkpoints (an interrupted run resumes from the last)
