@@ -1,13 +1,14 @@
 """PPO seconds per step and peak memory: rlaif_code.ppo.stage against TRL 1.12.0's PPOTrainer.
 
     python benchmarks/ppo_speed.py [--models tiny,smollm2,smollm2-arch] [--steps 3] [--threads N]
-                                   [--setup-trl] [--skip-trl]
+                                   [--precision fp32,bf16] [--setup-trl] [--skip-trl]
 
 Identical settings on both sides: the same policy, a reward model (the policy's
 weights + a seeded scalar head, AutoModelForSequenceClassification num_labels=1) used
 as TRL's value model too, the same Gorilla prompts, 8 rollouts per step, 64 new tokens,
-temperature 0.7, 4 PPO epochs over one minibatch of 8, full fine-tuning, fp32 on CPU
-(bf16 mixed precision on a GPU), stopping at eos. Each side runs in a fresh process, so
+temperature 0.7, 4 PPO epochs over one minibatch of 8, full fine-tuning, stopping at eos,
+and the same precision: each `--precision` runs both sides in it (fp32, or bf16 mixed
+precision: TRL's `bf16=True`, our `bf16: on`). Each side runs in a fresh process, so
 peak memory is that process's own: peak RSS (VmHWM) on CPU, torch.cuda.max_memory_allocated
 on GPU. Seconds per step = median over steps after the first (warm-up).
 
@@ -15,6 +16,12 @@ TRL 1.12.0 lives in its own virtualenv (`--setup-trl` makes it: .cache/trl112-ve
 gitignored) that installs only trl itself and reads torch, transformers, accelerate and
 datasets from this project's venv through a .pth file, so both sides run the very same
 torch and transformers.
+
+The roofline line: the floating-point work a step cannot avoid (our rollouts' prompt and answer
+tokens through the policy while sampling, the reference and the reward model once, and the
+policy forward + backward in every PPO epoch; the LM head only where an answer token needs
+logits; attention scores included), divided by this process's measured matmul throughput in
+that precision: the time a step would take if every FLOP ran at matmul speed.
 
 Differences that remain by design: we also stop at Gorilla's stop strings
 ("###Instruction", "\\n###"), which TRL cannot; the printed generated widths show how
@@ -149,28 +156,66 @@ def _baseline_rss_mb() -> float:
     return _peak_rss_mb()
 
 
-def worker_ours(assets: dict[str, str], steps: int, out: str) -> dict:
+def matmul_gflops(bf16: bool, device: str) -> float:
+    """This process's matmul throughput at a transformer layer's shape (tokens x hidden x 4 hidden)."""
+    import torch
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(2048, 576, dtype=dtype, device=device), torch.randn(576, 1536, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    repeats, start = 20, time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * 2048 * 576 * 1536 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def step_flops(config_dir: str, prompt_tokens: float, answer_tokens: float) -> float:
+    """The FLOPs a step of ours cannot avoid, per the module docstring (shared value head: one network)."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(config_dir)
+    d, layers, vocab = c.hidden_size, c.num_hidden_layers, c.vocab_size
+    kv = d * c.num_key_value_heads // c.num_attention_heads
+    per_layer = d * d * 2 + d * kv * 2 + 3 * d * c.intermediate_size  # q, o, k, v, gate/up/down weights
+    tokens = BATCH * (prompt_tokens + answer_tokens)
+    backbone = 2 * layers * per_layer * tokens + 2 * layers * 2 * d * tokens * (prompt_tokens + answer_tokens) / 2
+    head = 2 * d * vocab * BATCH * answer_tokens
+    forward = backbone + head  # one pass of the policy (or the reference) where logits are needed
+    return forward + forward + backbone + EPOCHS * 3 * forward  # sampling, reference, reward, PPO epochs
+
+
+def worker_ours(assets: dict[str, str], steps: int, out: str, bf16: bool) -> dict:
     import torch
 
     from rlaif_code.core.artifacts import read_jsonl
+    from rlaif_code.core.models import load_tokenizer
     from rlaif_code.ppo import PPOConfig, run
 
     baseline = _baseline_rss_mb()
     cfg = PPOConfig(policy=assets["policy"], reward_model=assets["reward"], prompts_file=assets["prompts"],
                     out_dir=out, total_steps=steps, batch_size=BATCH, mini_batch_size=BATCH, grad_accum=1,
                     ppo_epochs=EPOCHS, max_new_tokens=NEW_TOKENS, temperature=TEMPERATURE, learning_rate=LR,
-                    kl_coef=KL_COEF, save_every=10**6, log_every=10**6)
+                    kl_coef=KL_COEF, kl_mode="fixed", kl_budget=None, dev_every=0, save_every=10**6, log_every=10**6,
+                    bf16="on" if bf16 else "off")
     run(cfg)
     rows = read_jsonl(Path(out) / "metrics.jsonl")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = load_tokenizer(assets["policy"])
+    prompts = [json.loads(line)["prompt"] for line in Path(assets["prompts"]).read_text().splitlines()]
+    prompt_tokens = statistics.mean(len(ids) for ids in tokenizer(prompts)["input_ids"])
+    gflops = matmul_gflops(bf16, device)
+    roofline = [step_flops(assets["policy"], prompt_tokens, r["response_length"]) / (gflops * 1e9) for r in rows]
     return {"step_seconds": [r["step_seconds"] for r in rows], "generated_width": [r["generated_width"] for r in rows],
             "generate_seconds": [r["generate_seconds"] for r in rows],
             "step_cpu_seconds": [r["step_cpu_seconds"] for r in rows],
-            "answer_tokens": [r["response_length"] for r in rows],
-            "peak_mb": _peak_memory_mb(device), "baseline_rss_mb": baseline, "device": device}
+            "answer_tokens": [r["response_length"] for r in rows], "roofline_seconds": roofline,
+            "matmul_gflops": gflops, "peak_mb": _peak_memory_mb(device), "baseline_rss_mb": baseline, "device": device}
 
 
-def worker_trl(assets: dict[str, str], steps: int, out: str) -> dict:
+def worker_trl(assets: dict[str, str], steps: int, out: str, bf16: bool) -> dict:
     import torch
     import trl
     from datasets import Dataset
@@ -210,7 +255,8 @@ def worker_trl(assets: dict[str, str], steps: int, out: str) -> dict:
                      num_mini_batches=1, num_ppo_epochs=EPOCHS, total_episodes=BATCH * steps,
                      response_length=NEW_TOKENS, temperature=TEMPERATURE, stop_token="eos", learning_rate=LR,
                      kl_coef=KL_COEF, local_rollout_forward_batch_size=BATCH, num_sample_generations=0,
-                     report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, bf16=cuda, seed=0)
+                     report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, bf16=bf16, use_cpu=not cuda,
+                     seed=0)
     trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
                          value_model=value, train_dataset=dataset, eval_dataset=dataset, callbacks=[Clock()])
     start = (time.perf_counter(), time.process_time())
@@ -226,7 +272,8 @@ def worker_trl(assets: dict[str, str], steps: int, out: str) -> dict:
 # ---------------------------------------------------------------- driver
 
 
-def run_worker(python: str, side: str, assets: dict[str, str], steps: int, threads: int | None) -> dict:
+def run_worker(python: str, side: str, assets: dict[str, str], steps: int, threads: int | None,
+               precision: str) -> dict:
     import tempfile
 
     env = dict(os.environ)
@@ -234,7 +281,8 @@ def run_worker(python: str, side: str, assets: dict[str, str], steps: int, threa
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory(prefix=f"ppo-bench-{side}-") as out:
         proc = subprocess.run([python, __file__, "--worker", side, "--assets", json.dumps(assets),
-                               "--steps", str(steps), "--out", out], env=env, capture_output=True, text=True)
+                               "--steps", str(steps), "--out", out, "--precision", precision],
+                              env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -256,12 +304,12 @@ def trl_python(setup: bool) -> str | None:
     return str(python) if python.exists() else None
 
 
-def measure(model: str, steps: int, threads: int | None, trl: str | None) -> dict[str, dict]:
+def measure(model: str, steps: int, threads: int | None, trl: str | None, precision: str) -> dict[str, dict]:
     """{"ours": worker result, "trl": worker result (absent without a TRL venv)} for one model."""
     assets = prepare(model)
-    results = {"ours": run_worker(sys.executable, "ours", assets, steps, threads)}
+    results = {"ours": run_worker(sys.executable, "ours", assets, steps, threads, precision)}
     if trl is not None:
-        results["trl"] = run_worker(trl, "trl", assets, steps, threads)
+        results["trl"] = run_worker(trl, "trl", assets, steps, threads, precision)
     return results
 
 
@@ -278,16 +326,20 @@ def _line(name: str, result: dict) -> str:
             f"{result['generated_width']}{extra}; RSS after imports {result['baseline_rss_mb']:.0f} MiB")
 
 
-def report(model: str, results: dict[str, dict]) -> None:
-    print(f"\n[{model}] device {results['ours']['device']}")
-    print(_line("rlaif_code.ppo.stage", results["ours"]))
+def report(model: str, precision: str, results: dict[str, dict]) -> None:
+    ours_result = results["ours"]
+    print(f"\n[{model}, {precision}] device {ours_result['device']}")
+    print(_line("rlaif_code.ppo.stage", ours_result))
+    roofline = statistics.median(ours_result["roofline_seconds"][1:] or ours_result["roofline_seconds"])
+    print(f"{'':19}FLOP roofline {roofline:.2f} s/step at {ours_result['matmul_gflops']:.0f} GFLOP/s "
+          f"(measured matmul, {precision}): measured / roofline {summarize(ours_result)['seconds'] / roofline:.1f}x")
     if "trl" not in results:
         return
     print(_line(f"TRL {TRL_VERSION}", results["trl"]))
     ours, trl = summarize(results["ours"]), summarize(results["trl"])
-    print(f"  ratio ours/TRL: time {ours['seconds'] / trl['seconds']:.2f}x wall, "
-          f"{ours['cpu_seconds'] / trl['cpu_seconds']:.2f}x CPU (target <= 0.5); "
-          f"peak memory {ours['peak_mb'] / trl['peak_mb']:.2f}x (target <= 0.7)")
+    print(f"  ratio ours/TRL: time {ours['seconds'] / trl['seconds']:.2f}x wall (target <= 0.45), "
+          f"{ours['cpu_seconds'] / trl['cpu_seconds']:.2f}x CPU; "
+          f"peak memory {ours['peak_mb'] / trl['peak_mb']:.2f}x (target <= 0.55)")
 
 
 def main() -> None:
@@ -297,6 +349,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for both sides")
     parser.add_argument("--setup-trl", action="store_true", help=f"create the trl=={TRL_VERSION} venv if missing")
     parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--precision", default="fp32,bf16",
+                        help="comma list of fp32 / bf16: each runs both sides in that precision")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--assets", help=argparse.SUPPRESS)
@@ -314,7 +368,7 @@ def main() -> None:
 
             torch.set_num_threads(args.threads)
         work = worker_ours if args.worker == "ours" else worker_trl
-        print(json.dumps(work(json.loads(args.assets), args.steps, args.out)))
+        print(json.dumps(work(json.loads(args.assets), args.steps, args.out, args.precision == "bf16")))
         return
 
     trl = None if args.skip_trl else trl_python(args.setup_trl)
@@ -322,10 +376,13 @@ def main() -> None:
         print(f"TRL venv not found at {TRL_VENV}: run with --setup-trl (or --skip-trl)")
     print(f"PPO step: batch {BATCH}, {NEW_TOKENS} new tokens, {EPOCHS} PPO epochs, {args.steps} steps per run, "
           f"threads {args.threads or 'default'}")
-    everything = {}
+    everything: dict[str, dict] = {}
     for model in args.models.split(","):
-        everything[model] = measure(model, args.steps, args.threads, trl)
-        report(model, everything[model])
+        for precision in args.precision.split(","):
+            if precision not in ("fp32", "bf16"):
+                raise SystemExit(f"--precision: unknown {precision!r} (fp32 or bf16)")
+            everything[f"{model}/{precision}"] = measure(model, args.steps, args.threads, trl, precision)
+            report(model, precision, everything[f"{model}/{precision}"])
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=2) + "\n")
 

@@ -55,6 +55,11 @@ class PipelineConfig:
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)  # eval answers and their scoring
     report: ReportConfig = field(default_factory=ReportConfig)  # `rlaif report`'s settings
 
+    def __post_init__(self) -> None:
+        if self.ppo.dev_every and not self.data.dev_fraction:
+            raise ConfigError("ppo.dev_every selects PPO's checkpoint on dev prompts, which data.dev_fraction: 0 "
+                              "leaves out: set data.dev_fraction > 0, or ppo.dev_every: 0 to keep the last step")
+
 
 @dataclass
 class StageCall:
@@ -187,9 +192,10 @@ def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
                            data=cfg.data.data, out_dir=str(d["feedback"]),
                            cache_path=cfg.feedback.cache_path or str(run_dir / "cache" / "judge.sqlite"))
     reward_cfg = replace(_with_seed(cfg.reward, seed), base_model=str(d["sft"]),
-                         feedback=str(d["feedback"] / "feedback.jsonl"), out_dir=str(d["reward"]))
+                         feedback=str(d["feedback"] / "feedback.jsonl"), out_dir=str(d["reward"]),
+                         synthetic_data_dir=str(d["data"]) if cfg.reward.synthetic_data_dir else None)
     ppo_cfg = replace(_with_seed(cfg.ppo, seed), policy=str(d["sft"]), reward_model=str(d["reward"]),
-                      data_dir=str(d["data"]), prompts_file=None, out_dir=str(d["ppo"]))
+                      data_dir=str(d["data"]), data=cfg.data.data, prompts_file=None, out_dir=str(d["ppo"]))
     compare = CompareInputs(data_dir=d["data"], models={"sft": d["sft"], "rlaif": d["ppo"] / "model"},
                             samples_dir=run_dir / "samples", out_dir=run_dir / "eval", hub=cfg.data.hub,
                             data=cfg.data.data, seed=seed)

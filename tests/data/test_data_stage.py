@@ -108,8 +108,11 @@ def test_data_stage_writes_splits_with_prompts_and_config(tmp_path, gorilla_data
     out = tmp_path / "data"
     assert main(["data", "--hub", "th", "--max_train", "20", "--max_eval", "5", "--out_dir", str(out),
                  "--retrieval", "bm25"]) == 0
-    train, evals = load_split(out, "train"), load_split(out, "eval")
-    assert len(train) == 20 and len(evals) == 5
+    train, dev, evals = load_split(out, "train"), load_split(out, "dev"), load_split(out, "eval")
+    # a tenth of the training examples set aside as dev prompts, none of them an eval item
+    assert len(train) == 18 and len(dev) == 2 and len(evals) == 5
+    ids = [{r["example_id"] for r in rows} for rows in (train, dev, evals)]
+    assert not ids[0] & ids[1] and not ids[1] & ids[2] and all(i.startswith("torchhub_train") for i in ids[1])
     assert all(r["prompt"].endswith("###Output:") and r["target"].startswith(" <<<domain>>>:") for r in train)
     assert "reference:" in train[0]["prompt"]
     record = json.loads((out / "stage.json").read_text())
@@ -119,6 +122,14 @@ def test_data_stage_writes_splits_with_prompts_and_config(tmp_path, gorilla_data
     again = run(DataConfig(hub="th", max_train=20, max_eval=5, out_dir=str(out), retrieval="bm25"))
     assert again == {**record["metrics"], "skipped": True}
     assert (out / "train.jsonl").read_text() == before
+
+
+def test_a_dev_fraction_that_leaves_no_dev_prompt_names_the_key(tmp_path, gorilla_data):
+    with pytest.raises(InputError, match="data.dev_fraction=0.01 sets aside 0 of 20"):
+        run(DataConfig(hub="th", max_train=20, max_eval=5, dev_fraction=0.01, out_dir=str(tmp_path / "d")))
+    assert run(DataConfig(hub="th", max_train=20, max_eval=5, dev_fraction=0.0, out_dir=str(tmp_path / "e")))[
+        "n_dev"] == 0
+    assert not (tmp_path / "e" / "dev.jsonl").exists()
 
 
 def test_missing_data_dir_says_which(tmp_path, capsys):

@@ -14,6 +14,7 @@ from judge_server import ScriptedServer, chat_reply, last_user_message
 from rlaif_code.cli import main
 from rlaif_code.core.artifacts import InputError, read_json, read_jsonl
 from rlaif_code.feedback.judge_check import JudgeCheckConfig, agreement, run
+from rlaif_code.feedback.rubric import judge_check_rubric_path, load_rubric
 from tiny import make_data_dir, write_samples
 
 
@@ -52,15 +53,16 @@ def test_judge_check_against_a_yes_sayer(tmp_path: Path, data_dir: Path) -> None
         assert main(args) == 0
         asked = len(server.bodies)
     report = read_json(Path(cfg.out_dir) / "judge_check.json")
-    assert report["n_answers"] == 9 and asked == 9 * 6
+    n_questions = len(load_rubric(judge_check_rubric_path()).questions)
+    assert report["n_answers"] == 9 and asked == 9 * n_questions
     imports = report["per_question"]["correct_imports"]
     assert imports["tool"] == "imports_resolve" and imports["judge_yes"] == 9
     # A judge that always says yes is right exactly where the tool says yes.
     assert imports["accuracy"] == pytest.approx(imports["tool_yes"] / 9)
     assert imports["kappa"] in (None, 0.0)
     rows = read_jsonl(Path(cfg.out_dir) / "judge_check_rows.jsonl")
-    assert len(rows) == 54 and {r["judge"] for r in rows} == {"yes"}
-    assert report["pooled"]["n"] == 54
+    assert len(rows) == 9 * n_questions and {r["judge"] for r in rows} == {"yes"}
+    assert report["pooled"]["n"] == 9 * n_questions
 
 
 def test_judge_check_question_subset_and_errors(tmp_path: Path, data_dir: Path) -> None:
@@ -74,9 +76,17 @@ def test_judge_check_question_subset_and_errors(tmp_path: Path, data_dir: Path) 
     with ScriptedServer(syntax_aware) as server:
         from rlaif_code.feedback.judges.openai_judge import OpenAIJudgeConfig
 
+        # a feedback file: the two exact answers accepted, the inexact one rejected
+        feedback = tmp_path / "feedback.jsonl"
+        feedback.write_text("".join(json.dumps({"label": label, "answers": {
+            "calls_needed_api": {"answer": exact, "by": "tool:api_matches_reference"}}}) + "\n"
+            for label, exact in [("accepted", "yes"), ("accepted", "yes"), ("rejected", "no")]))
         cfg = JudgeCheckConfig(samples=str(samples), data_dir=str(data_dir), n=100, questions=["correct_imports"],
-                               openai=OpenAIJudgeConfig(base_url=server.url), out_dir=str(tmp_path / "c"))
+                               openai=OpenAIJudgeConfig(base_url=server.url), out_dir=str(tmp_path / "c"),
+                               feedback=str(feedback))
         metrics = run(cfg)
+    assert metrics["labels_vs_outcomes"]["exact_api"]["accepted_if_yes"] == 1.0
+    assert metrics["labels_vs_outcomes"]["exact_api"]["accepted_if_no"] == 0.0
     per = metrics["per_question"]
     assert list(per) == ["correct_imports"]
     assert per["correct_imports"]["n"] == len(read_jsonl(samples))  # n larger than the file: all of it

@@ -14,9 +14,10 @@ from rlaif_code.cli import main
 from rlaif_code.core.artifacts import InputError, read_jsonl, read_stage_record
 from rlaif_code.feedback import FeedbackConfig, run
 from rlaif_code.feedback.cache import JudgeCache
+from rlaif_code.feedback.checking import ToolsConfig
 from rlaif_code.feedback.judges import JudgeError
 from rlaif_code.feedback.judges.openai_judge import OpenAIJudgeConfig
-from rlaif_code.feedback.rubric import default_rubric_path
+from rlaif_code.feedback.rubric import default_rubric_path, load_rubric
 from tiny import make_data_dir, write_samples
 
 
@@ -43,8 +44,8 @@ def test_cli_tools_only_writes_labels_and_skips_a_finished_rerun(tmp_path: Path,
     assert len(rows) == len(written)
     for row in rows:
         assert {"example_id", "sample_id", "prompt", "text", "label", "score", "answers"} <= set(row)
-        assert set(row["answers"]) == {"correct_imports", "no_syntax_errors", "no_undefined_names", "api_exists",
-                                       "calls_needed_api"}  # llm questions skipped under the tools judge
+        # llm questions skipped under the tools judge
+        assert set(row["answers"]) == {q.id for q in load_rubric().tool_questions}
         assert all(a["by"].startswith("tool:") for a in row["answers"].values())
     by_variant = {r["sample_id"]: [] for r in rows}
     for r in rows:
@@ -54,8 +55,14 @@ def test_cli_tools_only_writes_labels_and_skips_a_finished_rerun(tmp_path: Path,
                for r in by_variant[1])
     assert all(r["label"] == "rejected" and r["answers"]["api_exists"]["answer"] == "no"
                and r["answers"]["calls_needed_api"]["answer"] == "no" for r in by_variant[2])
+    # the sandbox ran each distinct snippet: the misspelt import and the invented function fail
+    assert all(r["answers"]["code_executes"]["answer"] == "no" for r in by_variant[1] + by_variant[2])
+    assert "torchh" in by_variant[1][0]["answers"]["code_executes"]["detail"]
     record = read_stage_record(out)
-    assert record["stage"] == "feedback" and record["metrics"]["accepted"] == len(by_variant[0])
+    metrics = record["metrics"]
+    assert record["stage"] == "feedback" and metrics["accepted"] == len(by_variant[0])
+    assert metrics["contrast_rate"] == 1.0 and metrics["prompts_with_several_answers"] == len(by_variant[0])
+    assert metrics["exec_snippets"] == metrics["exec_snippets_run"] == len({r["text"] for r in rows})
     assert record["metrics"]["skipped_llm_questions"] == ["complete", "api_arguments_correct",
                                                           "explanation_matches_code", "logically_correct"]
     capsys.readouterr()
@@ -111,14 +118,14 @@ def test_killed_midway_resumes_without_duplicates(tmp_path: Path, data_dir: Path
             run(cfg)
         assert not (Path(cfg.out_dir) / "feedback.jsonl").exists()
     with JudgeCache(Path(cfg.out_dir) / "judge_cache.sqlite") as cache:
-        assert cache.count() == budget
+        assert cache.count("openai") == budget
     with ScriptedServer(lambda body, n: chat_reply("yes")) as healthy:
         cfg.openai.base_url = healthy.url  # the server address is no part of the cache key
         metrics = run(cfg)
         total = 4 * metrics["n_answers"]
         assert len(healthy.bodies) == total - budget
     with JudgeCache(Path(cfg.out_dir) / "judge_cache.sqlite") as cache:
-        assert cache.count() == total
+        assert cache.count("openai") == total
 
 
 def test_cli_reports_a_dead_server_cleanly(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -187,3 +194,30 @@ def test_an_edited_rubric_file_relabels(tmp_path: Path, data_dir: Path) -> None:
     assert "skipped" not in second and second["rubric_sha256"] != first["rubric_sha256"]
     rows = read_jsonl(Path(cfg.out_dir) / "feedback.jsonl")
     assert all(set(r["answers"]) == {"calls_needed_api"} for r in rows)
+
+
+def test_executes_without_an_exec_env_names_the_question_and_the_fix(tmp_path: Path, data_dir: Path) -> None:
+    cfg = cfg_for(tmp_path, data_dir, tools=ToolsConfig(exec_env=str(tmp_path / "no-env")))
+    with pytest.raises(InputError, match="'code_executes' uses the executes check.*rlaif exec-env"):
+        run(cfg)
+
+
+def test_sandbox_verdicts_are_kept_and_a_hanging_snippet_is_contained(tmp_path: Path, data_dir: Path) -> None:
+    """Each distinct snippet runs once in the real sandbox; a relabelled rerun runs none. A snippet
+    that never ends is stopped at exec_timeout and answers no, as in evaluation."""
+    first = read_jsonl(data_dir / "train.jsonl")[0]
+    hang = first["target"].split("<<<code>>>:")[0] + "<<<code>>>: while True:\n    pass"
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"example_id": first["example_id"], "sample_id": i, "text": text}) + "\n"
+                               for i, text in enumerate([first["target"], hang, hang])))
+    tools = ToolsConfig(exec_timeout=3.0)
+    made = run(FeedbackConfig(samples=str(samples), data_dir=str(data_dir), out_dir=str(tmp_path / "fb"),
+                              tools=tools))
+    assert made["exec_snippets"] == made["exec_snippets_run"] == 2
+    rows = read_jsonl(tmp_path / "fb" / "feedback.jsonl")
+    assert [r["answers"]["code_executes"]["answer"] for r in rows] == ["yes", "no", "no"]
+    assert "time" in rows[1]["answers"]["code_executes"]["detail"].lower()
+    assert [r["label"] for r in rows] == ["accepted", "rejected", "rejected"]
+    again = run(FeedbackConfig(samples=str(samples), data_dir=str(data_dir), out_dir=str(tmp_path / "fb"),
+                               tools=tools, threshold=0.9))
+    assert again["exec_snippets_run"] == 0 and again["exec_pass_rate"] == made["exec_pass_rate"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,9 +13,13 @@ from rlaif_code.data.apibench import load_api_database
 from rlaif_code.data.ast_match import AstMatcher
 from rlaif_code.data.parse import parse_output
 from rlaif_code.data.source import DataSource
+from rlaif_code.feedback.checking import task_fit
 from rlaif_code.feedback.tools import TOOL_CHECKS, ModuleResolver, ToolContext, clean_code, imported_modules, run_check
+from rlaif_code.sandbox.tiers import SnippetVerdict
 
-REFERENCE = {"hub": "th", "domain": "Classification", "reference_api": {
+REFERENCE = {"hub": "th", "domain": "Classification",
+             "instruction": "Recognize objects in an image with a deep residual network, ResNet18, from torchvision.",
+             "reference_api": {
     "domain": "Classification",
     "api_call": "torch.hub.load(repo_or_dir='pytorch/vision', model='resnet18', pretrained=True)"}}
 
@@ -30,9 +35,10 @@ def th_matcher(gorilla_data: Path) -> AstMatcher:
     return AstMatcher(load_api_database(DataSource(gorilla_data, downloads=False), "th"), "th")
 
 
-def ctx(text: str, matcher: AstMatcher | None = None, resolver: ModuleResolver | None = None) -> ToolContext:
+def ctx(text: str, matcher: AstMatcher | None = None, resolver: ModuleResolver | None = None,
+        **services: Any) -> ToolContext:
     return ToolContext(text=text, fields=parse_output(text).fields, reference=REFERENCE, matcher=matcher,
-                       resolver=resolver or ModuleResolver())
+                       resolver=resolver or ModuleResolver(), **services)
 
 
 GOOD = "import torch\nmodel = torch.hub.load('pytorch/vision', 'resnet18', pretrained=True)\nmodel.eval()"
@@ -46,7 +52,10 @@ def test_registry_names_the_checks_and_rejects_unknown_ones() -> None:
 
 
 def test_a_correct_answer_passes_every_check(th_matcher: AstMatcher) -> None:
-    context = ctx(answer(GOOD), th_matcher)
+    # executes reads the verdict the stage got from the sandbox (tested with a real one in the
+    # stage's tests); here the verdict of a run that passed stands in.
+    context = ctx(answer(GOOD), th_matcher, fits_task=task_fit({"th": th_matcher}, 5)["th"],
+                  verdicts={GOOD: SnippetVerdict(parse=True, static=True, run=True)})
     for name in TOOL_CHECKS.names():
         assert run_check(name, context) == ("yes", None), name
 
@@ -106,9 +115,55 @@ def test_api_checks_need_the_database() -> None:
         run_check("api_exists", ctx(answer(GOOD)))
 
 
-def test_domain_matches_ignores_case_and_spacing() -> None:
-    assert run_check("domain_matches", ctx(answer(GOOD, domain=" classification ")))[0] == "yes"
-    assert run_check("domain_matches", ctx(answer(GOOD, domain="Object Detection")))[0] == "no"
+def test_domain_matches_is_gorillas_correct(th_matcher: AstMatcher) -> None:
+    """The API the call matches must have the reference's domain; what the answer *says* its domain
+    is does not count."""
+    same_kind = answer(GOOD, api_call="torch.hub.load('pytorch/vision', 'vgg11', pretrained=True)",
+                       domain="Segmentation")
+    assert run_check("domain_matches", ctx(same_kind, th_matcher)) == ("yes", None)
+    other_kind = answer(GOOD, api_call="torch.hub.load('pytorch/vision', 'deeplabv3_resnet50', pretrained=True)")
+    verdict, detail = run_check("domain_matches", ctx(other_kind, th_matcher))
+    assert verdict == "no" and "Semantic Segmentation" in detail
+    invented = answer(GOOD, api_call="torch.hub.load('someone/nothing', 'imaginary_net')")
+    assert run_check("domain_matches", ctx(invented, th_matcher))[0] == "no"
+
+
+@pytest.mark.parametrize("api_call, expected", [
+    ("torch.hub.load('pytorch/vision', 'resnet18', pretrained=True)", "yes"),  # positional = keyword
+    ('torch.hub.load(repo_or_dir="pytorch/vision", model="resnet18", pretrained=True)', "yes"),
+    ("model = torch.hub.load('pytorch/vision', 'resnet18', pretrained=True)", "yes"),  # an assignment
+    ("torch.hub.load('pytorch/vision', 'resnet18')", "no"),  # pretrained left out
+    ("torch.hub.load('pytorch/vision', 'resnet18', pretrained=False)", "no"),
+    ("torch.hub.load('pytorch/vision', 'resnet34', pretrained=True)", "no"),
+    ("torch.hub.load('pytorch/vision', 'resnet18', pretrained=True", "no"),  # does not parse
+])
+def test_arguments_match_reference(th_matcher: AstMatcher, api_call: str, expected: str) -> None:
+    assert run_check("arguments_match_reference", ctx(answer(GOOD, api_call=api_call), th_matcher))[0] == expected
+
+
+def test_answer_complete_needs_all_five_fields_and_code() -> None:
+    assert run_check("answer_complete", ctx(answer(GOOD))) == ("yes", None)
+    truncated = "<<<domain>>>: Classification\n<<<api_call>>>: torch.hub.load('pytorch/vision', 'resnet18')"
+    verdict, detail = run_check("answer_complete", ctx(truncated))
+    assert verdict == "no" and detail == "missing: provider, explanation, code"
+    assert run_check("answer_complete", ctx(answer("```python\n```")))[1] == "missing: code"
+
+
+def test_api_fits_task_uses_the_retriever_not_the_reference(th_matcher: AstMatcher) -> None:
+    fits = task_fit({"th": th_matcher}, 5)["th"]
+    unrelated = answer(GOOD, api_call="torch.hub.load('snakers4/silero-models', 'silero_tts', pretrained=True)")
+    assert run_check("api_fits_task", ctx(answer(GOOD), th_matcher, fits_task=fits)) == ("yes", None)
+    assert run_check("api_fits_task", ctx(unrelated, th_matcher, fits_task=fits))[0] == "no"
+    with pytest.raises(RuntimeError, match="retriever"):
+        run_check("api_fits_task", ctx(answer(GOOD), th_matcher))
+
+
+def test_executes_reads_the_sandbox_verdict() -> None:
+    failed = SnippetVerdict(parse=True, static=True, run=False, run_status="error", run_error="NameError: x")
+    assert run_check("executes", ctx(answer("print(x)"), verdicts={"print(x)": failed})) == ("no", "NameError: x")
+    assert run_check("executes", ctx(answer(""), verdicts={}))[1] == "no code"
+    with pytest.raises(RuntimeError, match="sandbox"):
+        run_check("executes", ctx(answer("print(1)")))
 
 
 def test_clean_code_strips_fences() -> None:

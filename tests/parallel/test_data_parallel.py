@@ -228,7 +228,7 @@ def _ppo(work: dict[str, Path], reward_model: Path, processes: int, name: str) -
     rlaif(processes, "ppo", "--policy", str(work["tiny"]), "--reward_model", str(reward_model),
           "--data_dir", str(work["data"]), "--out_dir", str(out), "--total_steps", "2", "--batch_size", per_process,
           "--mini_batch_size", per_process, "--ppo_epochs", "1", "--max_new_tokens", "6", "--learning_rate", str(LR),
-          "--save_every", "1", "--bf16", "off", "--seed", "0")
+          "--save_every", "1", "--bf16", "off", "--seed", "0", "--dev_every", "0")
     return out
 
 

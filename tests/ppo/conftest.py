@@ -62,7 +62,7 @@ def tiny_cfg(tmp_path: Path, write_prompts) -> Callable[..., PPOConfig]:
             write_prompts(prompts)
         settings = dict(policy=str(policy), prompts_file=str(prompts), out_dir=str(tmp_path / "ppo"), total_steps=2,
                         batch_size=4, mini_batch_size=2, ppo_epochs=1, max_new_tokens=6, learning_rate=1e-3,
-                        save_every=1, bf16="off")
+                        save_every=1, bf16="off", dev_every=0, kl_budget=None)  # dev selection: test_ppo_dev
         settings.update(overrides)
         return PPOConfig(**settings)
 

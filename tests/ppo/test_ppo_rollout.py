@@ -8,7 +8,8 @@ from rlaif_code.data.prompts import build_prompt
 from rlaif_code.ppo.layout import PolicyWithValue, answer_logits, forward_inputs
 from rlaif_code.ppo.losses import token_entropy, token_logprobs
 from rlaif_code.ppo.rollout import (
-    answer_ends,
+    Rollout,
+    answer_texts,
     incomplete_answers,
     left_pad,
     prompt_indices,
@@ -19,23 +20,23 @@ from rlaif_code.sample.stops import AnswerEnds
 from tiny import tiny_causal_lm, tiny_tokenizer
 
 
-def test_answer_ends_at_end_token_or_stop_string():
+def test_rollout_ends_at_end_token_or_stop_string_and_its_text_stops_before():
+    """The decoder's ends are the rollout's: a row ends at its end token (kept among its tokens) or
+    at the token completing a stop string, whose text is left out of the answer."""
     tok = tiny_tokenizer()
     eos = tok.eos_token_id
-    stop_ids = [eos]
     answer = tok(" <<<domain>>>: vision", add_special_tokens=False)["input_ids"]
-    runaway = tok(" model = torch.hub.load(x)", add_special_tokens=False)["input_ids"]
     new_task = tok("\n###Instruction: more", add_special_tokens=False)["input_ids"]
-    width = max(len(answer) + 3, len(runaway), len(answer) + len(new_task))
-    rows = [answer + [eos] + [tok.pad_token_id] * (width - len(answer) - 1),
-            (runaway + [tok.pad_token_id] * width)[:width],
-            (answer + new_task + [tok.pad_token_id] * width)[:width]]
-    lengths, finished, texts = answer_ends(torch.tensor(rows), tok, stop_ids)
-    assert lengths[0] == len(answer) + 1 and finished[0] and texts[0] == " <<<domain>>>: vision"
-    assert lengths[1] == width and not finished[1]
-    # the answer ends at the token completing the stop string "\n###", and its text stops before it
-    assert finished[2] and texts[2] == " <<<domain>>>: vision"
-    assert "###" in tok.decode(rows[2][:lengths[2]]) and "###" not in tok.decode(rows[2][:lengths[2] - 1])
+    ends = AnswerEnds(tok, end_ids=[eos])
+    rows = [answer + [eos, 7, 7], answer + new_task, answer + [7, 7, 7]]
+    width = max(map(len, rows))
+    responses = torch.tensor([(r + [tok.pad_token_id] * width)[:width] for r in rows])
+    lengths = [len(answer) + 1, ends.first_stop(rows[1]), len(rows[2])]
+    rollout = Rollout(responses, *(torch.zeros(3, width) for _ in range(2)), None, lengths, [True, True, False])
+    texts = answer_texts(rollout, tok)
+    assert texts[0] == " <<<domain>>>: vision" and texts[1] == " <<<domain>>>: vision"
+    assert "###" in tok.decode(rows[1][:lengths[1]]) and "###" not in tok.decode(rows[1][:lengths[1] - 1])
+    assert texts[2] == tok.decode(rows[2], skip_special_tokens=True)
 
 
 def test_sample_answers_drops_finished_rows_and_samples_from_the_policy(instructions):
@@ -50,8 +51,9 @@ def test_sample_answers_drops_finished_rows_and_samples_from_the_policy(instruct
     rollout = sample_answers(model, ids, mask, 16, 0.9, 1.0, AnswerEnds(tok, end_ids=stop_ids), tok.pad_token_id,
                              rollout_seeds(0, 1, len(instructions)), value_head=head)
     responses = rollout.responses
-    lengths, finished, _ = answer_ends(responses, tok, stop_ids)
+    lengths, finished = rollout.lengths, rollout.ended
     assert len(set(lengths)) > 2 and any(finished)
+    assert all(responses[row, length - 1] in stop_ids for row, length in enumerate(lengths) if finished[row])
     answer_mask = torch.arange(responses.shape[1])[None, :] < torch.tensor(lengths)[:, None]
     assert (responses[~answer_mask] == tok.pad_token_id).all()
     inputs = forward_inputs(torch.cat([ids, responses], 1), torch.cat([mask, answer_mask.long()], 1), ids.shape[1],

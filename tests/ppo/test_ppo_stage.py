@@ -63,7 +63,8 @@ def test_cli_ppo_with_tiny_reward_model(tmp_path, write_prompts):
     out = tmp_path / "ppo"
     argv = ["ppo", "--policy", str(policy), "--reward_model", str(reward), "--data_dir", str(data_dir),
             "--out_dir", str(out), "--total_steps", "2", "--batch_size", "4", "--mini_batch_size", "2",
-            "--ppo_epochs", "1", "--max_new_tokens", "8", "--missing_eos_penalty", "1.0", "--bf16", "off"]
+            "--ppo_epochs", "1", "--max_new_tokens", "8", "--missing_eos_penalty", "1.0", "--bf16", "off",
+            "--dev_every", "0"]
     assert main(argv) == 0
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]

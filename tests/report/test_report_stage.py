@@ -34,7 +34,19 @@ def test_report_from_a_run_directory(tmp_path, gorilla_data):
     (run_dir / "ppo").mkdir()
     (run_dir / "ppo" / "metrics.jsonl").write_text("".join(
         json.dumps({"step": s, "reward_mean": 0.1 * s, "kl": 0.01 * s}) + "\n" for s in range(5)))
-    atomic_write_json(run_dir / "reward" / "stage.json", {"metrics": {"eval_accuracy": 0.8, "eval_auc": 0.9}})
+    (run_dir / "ppo" / "dev.jsonl").write_text("".join(json.dumps(
+        {"step": s, "exact_match": e, "accuracy": 0.9, "hallucination": 0.0, "incomplete_fraction": 0.0,
+         "distinct_api_calls": d, "reference_distinct_api_calls": 5, "mean_tokens": 120.0, "kl": 0.1 * s,
+         "collapse": d == 1}) + "\n" for s, e, d in ((0, 0.1, 5), (2, 0.3, 4), (4, 0.2, 1))))
+    atomic_write_json(run_dir / "ppo" / "stage.json", {"metrics": {
+        "selected_step": 2, "select_metric": "exact_match", "stopped": "KL budget: over"}})
+    atomic_write_json(run_dir / "reward" / "stage.json", {"metrics": {
+        "n_rows": 40, "n_train": 36, "n_heldout": 4, "heldout_n": 4, "heldout_roc_auc": 0.9,
+        "probe_accuracy": {"truncated": 0.75, "invented_name": 1.0, "n_pairs": {"truncated": 4, "invented_name": 4}}}})
+    atomic_write_json(run_dir / "feedback" / "stage.json", {"metrics": {
+        "n_answers": 40, "accepted": 12, "accepted_fraction": 0.3, "contrast_rate": 0.5, "judge": "tools",
+        "yes_rate_by_question": {"code_executes": 0.9, "complete": None}, "skipped_llm_questions": ["complete"],
+        "judge_stats": {"requests": 0, "errors": {}}}})
     assert main(["report", str(run_dir)]) == 0
     md = (run_dir / "report" / "report.md").read_text()
     page = (run_dir / "report" / "report.html").read_text()
@@ -42,7 +54,13 @@ def test_report_from_a_run_directory(tmp_path, gorilla_data):
     accuracy_row = next(line for line in md.splitlines() if line.startswith("| accuracy |"))
     # 6 of 12 SFT answers call a non-existent API; RLAIF answers are the references.
     assert "| 50.00 | 100.00 | +50.00 |" in accuracy_row
-    assert "eval_auc: 0.9" in md and "ppo_curves.png" in md and "Sample answers" in md
+    assert "ppo_curves.png" in md and "Sample answers" in md
+    assert "the output is step 2 by exact_match; PPO stopped early: KL budget: over" in md
+    assert "| 2 | 30.00 | 90.00 | 0.00 | 0.00 | 4/5 | 120 | 0.2 | selected |" in md and "| COLLAPSE |" in md
+    # feedback and reward figures in tables of their own; no judge table under the tools judge
+    assert "| 40 | 12 | 30.00 |" in md and "| code_executes | 90.00 |" in md
+    assert "| complete | not asked (tools judge) |" in md and "LLM judge:" not in md
+    assert "| truncated | 75.00 | 4 |" in md and "| 0.9 |" in md
     assert "data:image/png;base64," in page and "src=\"http" not in page  # self-contained
     assert "Judge agreement with the tool checks\n\nNot measured in this run" in md
 

@@ -48,10 +48,20 @@ def test_reward_cli_smoke(tiny_dir, feedback_file, tmp_path):
     out = tmp_path / "reward"
     assert main(["reward", "--base_model", str(tiny_dir), "--feedback", str(feedback_file.parent),
                  "--out_dir", str(out), "--max_steps", "4", "--batch_size", "4", "--heldout_fraction", "0.25",
-                 "--learning_rate", "0.001", "--max_length", "256"]) == 0
+                 "--learning_rate", "0.001", "--max_length", "256",
+                 "--synthetic_data_dir", str(feedback_file.parent / "data")]) == 0
     metrics = read_stage_record(out)["metrics"]
-    assert metrics["n_rows"] == 24 and metrics["n_train"] + metrics["n_heldout"] == 24
-    assert metrics["global_step"] == 4 and metrics["pos_weight"] == pytest.approx(1.0)
+    # beside the 24 labelled answers: per training prompt its reference and two broken variants
+    n_train_prompts = 12 - metrics["n_heldout"] // 2
+    assert metrics["n_rows"] == 24 and metrics["n_synthetic"] == 3 * n_train_prompts
+    assert metrics["n_train"] + metrics["n_heldout"] == 24 + metrics["n_synthetic"]
+    probes = metrics["probe_accuracy"]
+    assert set(probes) == {"truncated", "no_code", "swapped_same_domain", "swapped_other_domain", "invented_name",
+                           "n_pairs"}
+    assert probes["n_pairs"]["truncated"] == metrics["n_heldout"] // 2 and 0.0 <= probes["truncated"] <= 1.0
+    assert metrics["global_step"] == 4
+    assert metrics["pos_weight"] == pytest.approx((metrics["n_train"] * (1 - metrics["train_positive_rate"]))
+                                                  / (metrics["n_train"] * metrics["train_positive_rate"]))
     assert 0.0 <= metrics["heldout_accuracy"] <= 1.0
     assert 0.0 <= metrics["heldout_roc_auc"] <= 1.0
     assert metrics["heldout_majority_accuracy"] == 0.5
@@ -80,7 +90,8 @@ def test_balanced_sampler_trains(tiny_dir, feedback_file, tmp_path):
     path = tmp_path / "skewed.jsonl"
     atomic_write_jsonl(path, skewed)
     metrics = reward.run(RewardConfig(base_model=str(tiny_dir), feedback=str(path), out_dir=str(tmp_path / "r"),
-                                      max_steps=2, batch_size=4, balance="sampler", heldout_fraction=0.0))
+                                      max_steps=2, batch_size=4, balance="sampler", heldout_fraction=0.0,
+                                      synthetic_data_dir=None))
     assert metrics["global_step"] == 2 and metrics["pos_weight"] is None and "heldout_accuracy" not in metrics
     assert metrics["train_positive_rate"] > 0.7
 
@@ -109,7 +120,8 @@ def test_one_label_only_is_refused(tiny_dir, tmp_path):
     atomic_write_jsonl(path, [{"example_id": str(i), "prompt": "p", "text": " t", "label": "accepted"}
                               for i in range(4)])
     with pytest.raises(InputError, match="only accepted"):
-        reward.run(RewardConfig(base_model=str(tiny_dir), feedback=str(path), out_dir=str(tmp_path / "r")))
+        reward.run(RewardConfig(base_model=str(tiny_dir), feedback=str(path), out_dir=str(tmp_path / "r"),
+                                synthetic_data_dir=None))
 
 
 def test_heldout_split_keeps_each_prompt_on_one_side():

@@ -60,10 +60,13 @@ class BM25Retriever:
         self.apis = api_database
         self._bm25 = BM25Okapi([_tokens(json.dumps(api, ensure_ascii=False)) for api in api_database])
 
-    def top_k(self, query: str, k: int) -> list[dict[str, Any]]:
+    def top_k_indices(self, query: str, k: int) -> list[int]:
+        """Database positions of the k best documents, best first (ties: database order)."""
         scores = self._bm25.get_scores(_tokens(query))
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        return [self.apis[i] for i in order[:k]]
+        return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+    def top_k(self, query: str, k: int) -> list[dict[str, Any]]:
+        return [self.apis[i] for i in self.top_k_indices(query, k)]
 
 
 class PromptBuilder:

@@ -1,7 +1,10 @@
 """The data stage: pick the examples, split them, and write prompts and targets.
 
 Output (in `out_dir`): `train.jsonl` and `eval.jsonl`, one example per line with
-its `prompt` and `target`, plus `stage.json` carrying this config.
+its `prompt` and `target`, plus `stage.json` carrying this config. With `dev_fraction`
+> 0, a seeded slice of the *training* examples goes to `dev.jsonl` instead of
+`train.jsonl` (never an eval item): the prompts PPO selects its checkpoint on, which
+no stage trains on.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class DataConfig:
     seed: int = 0  # seeds the pool split and the max_train / max_eval subsets
     max_train: int | None = None  # a seeded subset of N training examples, for budgets; None: all
     max_eval: int | None = None  # a seeded subset of N eval examples, for budgets; None: all
+    # share of the training examples set aside as dev prompts (PPO's model selection); 0: none
+    dev_fraction: float = 0.1
     # API documentation in the prompt: none, the reference API's (oracle, an upper bound) or
     # BM25's best matches in the hub's API database.
     retrieval: Literal["none", "oracle", "bm25"] = "none"
@@ -46,6 +51,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check(0.0 < self.eval_fraction < 1.0, "eval_fraction", f"must be in (0, 1), got {self.eval_fraction!r}")
+        check(0.0 <= self.dev_fraction < 1.0, "dev_fraction", f"must be in [0, 1), got {self.dev_fraction!r}")
         check_at_least(self, 1, "max_train", "max_eval", "retrieval_top_k")
         missing, given = ("eval_file", "train_file") if self.train_file else ("train_file", "eval_file")
         check(bool(self.train_file) == bool(self.eval_file), missing, f"must be given together with {given}")
@@ -82,24 +88,39 @@ def select_examples(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     return train, evals
 
 
+def split_dev(train: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, dev): a seeded `fraction` of the training examples, at least one, set aside."""
+    if fraction == 0:
+        return train, []
+    n_dev = round(len(train) * fraction)
+    if n_dev < 1 or n_dev >= len(train):
+        raise InputError(f"data.dev_fraction={fraction} sets aside {n_dev} of {len(train)} training examples: "
+                         "it must leave at least one dev and one training example (raise it, or 0 for no dev set)")
+    dev = set(random.Random(seed + 2).sample(range(len(train)), n_dev))
+    return [e for i, e in enumerate(train) if i not in dev], [e for i, e in enumerate(train) if i in dev]
+
+
 def run(cfg: DataConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     if (done := finished_result(out, "data", cfg)) is not None:
         return done
     train, evals = select_examples(cfg)
+    train, dev = split_dev(train, cfg.dev_fraction, cfg.seed)
     source = DataSource.resolve(cfg.data)
     api_db = load_api_database(source, cfg.hub) if cfg.retrieval == "bm25" else None
     builder = PromptBuilder(cfg.retrieval, api_db, cfg.retrieval_top_k)
-    for name, examples in (("train.jsonl", train), ("eval.jsonl", evals)):
+    files = [("train.jsonl", train), ("eval.jsonl", evals)] + ([("dev.jsonl", dev)] if dev else [])
+    (out / "dev.jsonl").unlink(missing_ok=True)  # an earlier run's dev set is not this one's
+    for name, examples in files:
         atomic_write_jsonl(out / name, ({**e.to_dict(), "prompt": builder(e), "target": build_target(e)}
                                         for e in examples))
-    metrics = {"n_train": len(train), "n_eval": len(evals),
+    metrics = {"n_train": len(train), "n_dev": len(dev), "n_eval": len(evals),
                "incomplete_train": sum(not e.complete for e in train)}
-    write_stage_record(out, "data", cfg, metrics=metrics, outputs=["train.jsonl", "eval.jsonl"])
+    write_stage_record(out, "data", cfg, metrics=metrics, outputs=[name for name, _ in files])
     return metrics
 
 
-def load_split(data_dir: str | Path, split: Literal["train", "eval"]) -> list[dict[str, Any]]:
+def load_split(data_dir: str | Path, split: Literal["train", "dev", "eval"]) -> list[dict[str, Any]]:
     """Rows written by the data stage: Example fields plus `prompt` and `target`."""
     rows = read_jsonl(Path(data_dir) / f"{split}.jsonl")
     if not rows:

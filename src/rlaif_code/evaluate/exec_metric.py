@@ -45,65 +45,11 @@ users who have the weights.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from rlaif_code.core.progress import progress_bar
 from rlaif_code.evaluate.metrics import METRICS, EvalContext, EvalItem, MetricResult
-from rlaif_code.sandbox.env import find_exec_python
-from rlaif_code.sandbox.runner import Limits, Sandbox
-from rlaif_code.sandbox.tiers import ExecutabilityChecker, SnippetVerdict, extract_code, summarize, tiers_up_to
-
-
-@dataclass(frozen=True)
-class ExecSettings:
-    """How snippets are judged. No defaults here: `EvalConfig`'s exec_* keys are the only ones."""
-
-    tier: Literal["parse", "static", "run"]
-    mode: Literal["hermetic", "real"]
-    workers: int
-    env: str | None  # exec env dir; None: $RLAIF_EXEC_ENV, else ~/.cache/rlaif-code/exec-env
-    timeout: float  # wall-clock seconds per snippet
-    data: str | None  # Gorilla data dir (the ids hermetic mode knows); None: $RLAIF_DATA
-
-
-# Verdicts by (snippet, settings) for the life of the process. The files of one run share their
-# control (the reference code of every eval item), a reference-answer file is that control again, and
-# greedy answers repeat: each distinct snippet runs once.
-_VERDICTS: dict[tuple[str, tuple[str, ...]], SnippetVerdict] = {}
-
-
-def executability(codes: list[str], settings: ExecSettings,
-                  python: str | Path | None = None) -> tuple[list[SnippetVerdict], dict[str, Any]]:
-    """Judge `codes` up to `settings.tier`; (per-snippet verdicts, summary) — usable outside `rlaif eval`."""
-    known = None
-    if settings.mode == "hermetic":
-        from rlaif_code.data.source import DataSource
-        from rlaif_code.sandbox.hub_ids import known_hub_ids
-
-        known = known_hub_ids(DataSource.resolve(settings.data))
-    interpreter = Path(python) if python else find_exec_python(settings.env)
-    key = (settings.tier, settings.mode, str(interpreter), str(settings.timeout), str(settings.data))
-    todo = sorted({code for code in codes if (code, key) not in _VERDICTS})
-    # The one explicit opt-in to running without a sandbox from the command line.
-    unsandboxed = os.environ.get("RLAIF_EXEC_ALLOW_UNSANDBOXED") == "1"
-    with Sandbox(interpreter, mode=settings.mode, known_ids=known, limits=Limits(timeout=settings.timeout),
-                 allow_unsandboxed=unsandboxed) as sandbox:
-        checker = ExecutabilityChecker(sandbox, workers=settings.workers)
-        if todo:
-            with progress_bar("exec: snippets run", len(todo)) as bar:
-                fresh = checker.check(todo, settings.tier, progress=lambda _index, _result: bar.advance())
-            _VERDICTS.update({(code, key): verdict for code, verdict in zip(todo, fresh)})
-        isolation = sandbox.isolation
-    verdicts = [_VERDICTS[(code, key)] for code in codes]
-    summary = summarize(verdicts, settings.tier)
-    summary["isolation"] = isolation
-    summary["import_names_checked"] = checker.names_checked
-    summary["snippets_run"] = len(todo)
-    summary["interpreter"] = str(interpreter)
-    return verdicts, summary
+from rlaif_code.sandbox.tiers import SnippetVerdict, extract_code, tiers_up_to
+from rlaif_code.sandbox.verdicts import executability
 
 
 @METRICS.register("exec")

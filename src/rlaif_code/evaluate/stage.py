@@ -19,8 +19,9 @@ from rlaif_code.core.config import check, check_at_least, to_dict
 from rlaif_code.data.apibench import Example, load_api_database, load_eval_examples
 from rlaif_code.data.parse import parse_output
 from rlaif_code.data.source import DataSource
-from rlaif_code.evaluate.exec_metric import ExecSettings
+from rlaif_code.evaluate import exec_metric as _registers_exec  # noqa: F401  (the exec metric registers on import)
 from rlaif_code.evaluate.metrics import METRICS, EvalContext, EvalItem
+from rlaif_code.sandbox.verdicts import ExecSettings
 
 # Keys every result file has, as fractions in [0, 1] (the contract with report and users).
 HEADLINE = ("accuracy", "hallucination", "error", "exact_match", "rouge", "codebleu")

@@ -3,9 +3,8 @@
 Before a judge's answers train a reward model, ask it the rubric questions that a
 tool can verify on a seeded sample of `n` answers, and compare with what the tools
 say. By default the questions are those of the packaged `judge_check_rubric.yaml`:
-the default rubric's four tool questions (imports, syntax, undefined names, calls the
-reference API) plus API existence and domain; `rubric` picks another file (its tool
-questions are used) and `questions` a subset of ids. A
+the default rubric's tool questions but `code_executes` (which needs the sandbox);
+`rubric` picks another file (its tool questions are used) and `questions` a subset of ids. A
 judge that disagrees with the tools where the truth is known should not be trusted
 on the questions only it can answer (completeness, arguments, explanation, logic).
 
@@ -16,6 +15,11 @@ throughout), `tool_yes`, `judge_yes`, `judge_unparseable`, `tool_undecided` and 
 confusion counts; plus the same pooled over all questions. `judge_check_rows.jsonl`
 holds every (answer, question) pair with both answers; `stage.json` the config.
 Replies are cached as in the feedback stage (the same cache file may be shared).
+
+With `feedback` (a feedback stage's output), the report also says what its *labels* mean
+(`labels_vs_outcomes`): for each outcome the evaluation measures (exact API, Gorilla's correct,
+executability), its rate among the labelled answers, the accepted share with and without it,
+and its share among the accepted answers.
 """
 
 from __future__ import annotations
@@ -31,23 +35,18 @@ from rlaif_code.core.artifacts import (
     atomic_write_json,
     atomic_write_jsonl,
     finished_result,
+    iter_jsonl,
     write_stage_record,
 )
 from rlaif_code.core.config import check_at_least
+from rlaif_code.feedback.checking import ToolsConfig, tool_answers, tool_contexts
+from rlaif_code.feedback.inputs import load_references, load_samples
 from rlaif_code.feedback.judges import make_judge
 from rlaif_code.feedback.judges.hf_judge import HFJudgeConfig
 from rlaif_code.feedback.judges.openai_judge import OpenAIJudgeConfig
+from rlaif_code.feedback.labelling import agreement_with_outcomes
 from rlaif_code.feedback.rubric import judge_check_rubric_path, load_rubric
-from rlaif_code.feedback.stage import (
-    ToolsConfig,
-    cache_for,
-    llm_answers,
-    load_references,
-    load_samples,
-    record_config,
-    tool_answers,
-    tool_contexts,
-)
+from rlaif_code.feedback.stage import cache_for, llm_answers, record_config
 from rlaif_code.feedback.stage import run_from_cli as _run_from_cli
 
 
@@ -66,10 +65,27 @@ class JudgeCheckConfig:
     n: int = 100  # answers drawn (all of them when fewer); seeded, nested: n=50 is the first half of n=100
     seed: int = 0  # seeds which answers are drawn
     cache_path: str | None = None  # SQLite cache of judge replies; None: <out_dir>/judge_cache.sqlite
+    # A feedback stage's feedback.jsonl: also report how its labels agree with the evaluator's outcomes
+    # (exact API, Gorilla's correct, executability) on those labelled answers.
+    feedback: str | None = None
     out_dir: str = "runs/default/judge_check"  # where judge_check.json and judge_check_rows.jsonl go
 
     def __post_init__(self) -> None:
         check_at_least(self, 1, "n")
+
+
+def labels_vs_outcomes(feedback: str | Path) -> dict[str, Any]:
+    """`labelling.agreement_with_outcomes` over a feedback file, the checks read from its rows."""
+    path = Path(feedback) / "feedback.jsonl" if Path(feedback).is_dir() else Path(feedback)
+    if not path.is_file():
+        raise InputError(f"feedback file not found: {path} (judge-check feedback: a feedback stage's output)")
+    rows = [row for _, row in iter_jsonl(path)]
+    for lineno, row in enumerate(rows, 1):
+        if not isinstance(row.get("answers"), dict) or row.get("label") not in ("accepted", "rejected"):
+            raise InputError(f"{path}:{lineno}: not a feedback row (needs 'answers' and 'label')")
+    checks = {qid: answer["by"][len("tool:"):] for row in rows for qid, answer in row["answers"].items()
+              if str(answer.get("by", "")).startswith("tool:")}
+    return {"feedback": str(path), "n_answers": len(rows), **agreement_with_outcomes(rows, checks)}
 
 
 def agreement(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -130,10 +146,10 @@ def run(cfg: JudgeCheckConfig) -> dict[str, Any]:
     random.Random(cfg.seed).shuffle(order)
     samples = [samples[i] for i in order[:cfg.n]]
 
-    contexts = tool_contexts(samples, {q.by for q in questions}, cfg.data, cfg.tools.python_executable)
-    truths = [tool_answers(ctx, questions) for ctx in contexts]
     cache = cache_for(cfg)
     try:
+        contexts, _exec_stats = tool_contexts(samples, questions, cfg.data, cfg.tools, cache)
+        truths = [tool_answers(ctx, questions) for ctx in contexts]
         judged = llm_answers(judge, cache, samples, questions, cfg.judge_sees_reference)
     finally:
         judge.close()
@@ -152,6 +168,8 @@ def run(cfg: JudgeCheckConfig) -> dict[str, Any]:
     pooled = agreement([(r["tool"], r["judge"]) for r in rows])
     report = {"judge": f"{judge.kind}:{judge.model}", "n_answers": len(samples), "seed": cfg.seed,
               "per_question": per_question, "pooled": pooled}
+    if cfg.feedback:
+        report["labels_vs_outcomes"] = labels_vs_outcomes(cfg.feedback)
     atomic_write_jsonl(out / "judge_check_rows.jsonl", rows)
     atomic_write_json(out / "judge_check.json", report)
     metrics = {**report, **cache_stats, "judge_stats": judge.stats.to_dict()}

@@ -34,21 +34,22 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from rlaif_code.core.artifacts import (
-    InputError,
     atomic_write_jsonl,
     finished_result,
-    iter_jsonl,
     write_stage_record,
 )
 from rlaif_code.core.config import check_at_least, check_fraction
 from rlaif_code.feedback.cache import JudgeCache
+from rlaif_code.feedback.checking import ToolsConfig, tool_answers, tool_contexts
+from rlaif_code.feedback.inputs import Sample, load_references, load_samples
 from rlaif_code.feedback.judges import Judge, JudgeError, JudgeSubject, ask_all, make_judge
 from rlaif_code.feedback.judges.base import one_line
 from rlaif_code.feedback.judges.hf_judge import HFJudgeConfig
 from rlaif_code.feedback.judges.openai_judge import OpenAIJudgeConfig
+from rlaif_code.feedback.labelling import ThresholdMode, agreement_with_outcomes, assign_labels, label_summary
 from rlaif_code.feedback.rubric import (
     Answer,
     Question,
@@ -56,18 +57,7 @@ from rlaif_code.feedback.rubric import (
     load_rubric,
     rubric_digest,
     score_answers,
-    threshold_value,
 )
-from rlaif_code.feedback.tools import ModuleResolver, ToolContext, imported_modules, run_check
-
-SAMPLE_FIELDS = ("example_id", "sample_id", "text")
-API_CHECKS = {"api_exists", "api_matches_reference"}
-
-
-@dataclass
-class ToolsConfig:
-    # The interpreter whose installed modules decide `imports_resolve`; None: this one.
-    python_executable: str | None = None
 
 
 @dataclass
@@ -81,10 +71,10 @@ class FeedbackConfig:
     hf: HFJudgeConfig = field(default_factory=HFJudgeConfig)  # the hf judge (a local causal LM)
     tools: ToolsConfig = field(default_factory=ToolsConfig)  # the tool checks
     judge_sees_reference: bool = True  # show the judge the reference API's documentation
-    # absolute: accept a score >= threshold; quantile: threshold is a quantile of the batch's
-    # scores (0.5 accepts the upper half).
-    threshold_mode: Literal["absolute", "quantile"] = "absolute"
-    threshold: float = 0.85  # in [0, 1]: the score an answer needs (absolute) or the quantile (quantile)
+    # relative: accept the best answers of each prompt that reach threshold (a floor); absolute:
+    # accept a score >= threshold; quantile: threshold is a quantile of the batch's scores.
+    threshold_mode: ThresholdMode = "relative"
+    threshold: float = 0.85  # in [0, 1]: the floor (relative), the score needed (absolute), or the quantile
     max_samples: int | None = None  # the first N answers only, for budgets
     cache_path: str | None = None  # SQLite cache of judge replies; None: <out_dir>/judge_cache.sqlite
     out_dir: str = "runs/default/feedback"  # where feedback.jsonl (scores and labels) and its summary go
@@ -96,107 +86,6 @@ class FeedbackConfig:
     def fingerprint_inputs(self) -> dict[str, str]:
         # The rubric's content, not just its path, decides the labels: an edited rubric relabels.
         return {"rubric_sha256": rubric_digest(self.rubric)}
-
-
-# -- inputs ------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    row: dict[str, Any]
-    lineno: int
-    fields: dict[str, str]
-    reference: dict[str, Any]
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return str(self.row["example_id"]), str(self.row["sample_id"])
-
-
-def load_references(data_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """example_id -> the data stage's row, from train.jsonl and eval.jsonl (whichever exist)."""
-    data_dir = Path(data_dir)
-    files = [data_dir / name for name in ("train.jsonl", "eval.jsonl") if (data_dir / name).is_file()]
-    if not files:
-        raise InputError(f"no train.jsonl or eval.jsonl in {data_dir} (data_dir: the data stage's out_dir)")
-    refs: dict[str, dict[str, Any]] = {}
-    for path in files:
-        for lineno, row in iter_jsonl(path):
-            if "example_id" not in row:
-                raise InputError(f"{path}:{lineno}: missing field 'example_id'")
-            refs[str(row["example_id"])] = row
-    return refs
-
-
-def load_samples(path: str | Path, references: dict[str, dict[str, Any]], data_dir: str | Path,
-                 limit: int | None = None) -> list[Sample]:
-    from rlaif_code.data.parse import FIELDS, parse_output
-
-    path = Path(path)
-    samples: list[Sample] = []
-    seen: dict[tuple[str, str], int] = {}
-    for lineno, row in iter_jsonl(path):
-        for name in SAMPLE_FIELDS:
-            if name not in row or row[name] is None:
-                raise InputError(f"{path}:{lineno}: missing field '{name}'")
-        if not isinstance(row["text"], str):
-            raise InputError(f"{path}:{lineno}: field 'text' must be a string")
-        example_id = str(row["example_id"])
-        reference = references.get(example_id)
-        if reference is None:
-            raise InputError(f"{path}:{lineno}: example_id '{example_id}' is not in {data_dir}/train.jsonl "
-                             "or eval.jsonl (were the samples made from another data run?)")
-        parsed = row.get("parsed")
-        if parsed is not None and not isinstance(parsed, dict):
-            raise InputError(f"{path}:{lineno}: field 'parsed' must be an object")
-        fields = ({name: str(parsed.get(name) or "") for name in FIELDS} if parsed
-                  else parse_output(row["text"]).fields)
-        sample = Sample(row=row, lineno=lineno, fields=fields, reference=reference)
-        if sample.key in seen:
-            raise InputError(f"{path}:{lineno}: (example_id, sample_id) = {sample.key} already on line "
-                             f"{seen[sample.key]}")
-        seen[sample.key] = lineno
-        samples.append(sample)
-        if limit is not None and len(samples) >= limit:
-            break
-    if not samples:
-        raise InputError(f"{path}: no samples")
-    return samples
-
-
-def matchers_for(samples: list[Sample], rubric_checks: set[str], data: str | None) -> dict[str, Any]:
-    """One AstMatcher per hub the samples use, if any question needs the API database."""
-    if not rubric_checks & API_CHECKS:
-        return {}
-    from rlaif_code.data.apibench import load_api_database
-    from rlaif_code.data.ast_match import AstMatcher
-    from rlaif_code.data.source import DataSource
-
-    source = DataSource.resolve(data)
-    hubs = sorted({str(s.reference.get("hub") or "") for s in samples})
-    if "" in hubs:
-        raise InputError("a data row has no 'hub'; API checks need it to pick the API database")
-    return {hub: AstMatcher(load_api_database(source, hub), hub) for hub in hubs}
-
-
-def tool_contexts(samples: list[Sample], checks: set[str], data: str | None,
-                  python_executable: str | None) -> list[ToolContext]:
-    matchers = matchers_for(samples, checks, data)
-    resolver = ModuleResolver(python_executable)
-    contexts = [ToolContext(text=s.row["text"], fields=s.fields, reference=s.reference,
-                            matcher=matchers.get(str(s.reference.get("hub"))), resolver=resolver)
-                for s in samples]
-    if "imports_resolve" in checks:  # one lookup (one subprocess at most) for every name
-        resolver.prefetch(name for ctx in contexts for name in imported_modules(ctx.code))
-    return contexts
-
-
-def tool_answers(ctx: ToolContext, questions: list[Question]) -> dict[str, Answer]:
-    out = {}
-    for q in questions:
-        answer, detail = run_check(q.by, ctx)
-        out[q.id] = Answer(answer=answer, p_yes=None, by=f"tool:{q.by}", detail=detail)  # type: ignore[arg-type]
-    return out
 
 
 def judge_subject(sample: Sample, sees_reference: bool) -> JudgeSubject:
@@ -296,18 +185,20 @@ def run(cfg: FeedbackConfig) -> dict[str, Any]:
     references = load_references(cfg.data_dir)
     samples = load_samples(cfg.samples, references, cfg.data_dir, cfg.max_samples)
 
-    checks = {q.by for q in rubric.tool_questions}
-    contexts = tool_contexts(samples, checks, cfg.data, cfg.tools.python_executable)
-    tool_results = [tool_answers(ctx, rubric.tool_questions) for ctx in contexts]
-
+    # Judge replies and sandbox verdicts share the SQLite file, through connections of their own
+    # (so that cache_hits counts judge replies only).
     cache = cache_for(cfg) if judge.asks_llm and rubric.llm_questions else None
+    exec_cache = cache_for(cfg) if any(q.by == "executes" for q in rubric.questions) else None
     try:
+        contexts, exec_stats = tool_contexts(samples, rubric.tool_questions, cfg.data, cfg.tools, exec_cache)
+        tool_results = [tool_answers(ctx, rubric.tool_questions) for ctx in contexts]
         llm_results = llm_answers(judge, cache, samples, rubric.llm_questions, cfg.judge_sees_reference)
     finally:
         judge.close()
         cache_stats = {"cache_hits": cache.hits, "cache_misses": cache.misses} if cache else {}
-        if cache is not None:
-            cache.close()
+        for opened in (cache, exec_cache):
+            if opened is not None:
+                opened.close()
 
     rows = []
     for sample, tools_part, llm_part in zip(samples, tool_results, llm_results):
@@ -325,14 +216,13 @@ def run(cfg: FeedbackConfig) -> dict[str, Any]:
             "n_unparseable": scored.n_unparseable,
             "answers": {q.id: answers[q.id].to_dict() for q in rubric.questions if q.id in answers},
         })
-    # Answers nobody scored get no vote in a quantile threshold.
-    threshold = threshold_value([r["score"] for r in rows if r["n_answered"]], cfg.threshold_mode, cfg.threshold)
-    for row in rows:
-        row["label"] = "accepted" if row["n_answered"] and row["score"] >= threshold else "rejected"
+    threshold = assign_labels(rows, cfg.threshold_mode, cfg.threshold)
 
     atomic_write_jsonl(out / "feedback.jsonl", rows)
-    metrics = {**_summary(rubric, rows, threshold, cfg), "rubric": rubric.source, "rubric_sha256": digest,
-               "judge": cfg.judge,
+    outcomes = agreement_with_outcomes(rows, {q.id: q.by for q in rubric.tool_questions})
+    metrics = {**_summary(rubric, rows, threshold, cfg), **label_summary(rows), "label_vs_outcomes": outcomes,
+               **exec_stats,
+               "rubric": rubric.source, "rubric_sha256": digest, "judge": cfg.judge,
                **cache_stats, "judge_stats": judge.stats.to_dict()}
     write_stage_record(out, "feedback", recorded, metrics=metrics, outputs=["feedback.jsonl"])
     return metrics

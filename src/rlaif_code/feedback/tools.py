@@ -12,7 +12,15 @@ registered in `TOOL_CHECKS`; a rubric question names one in its `by` field.
 |  | (`importlib.util.find_spec`), and no module is used without being imported |
 | api_exists | the api_call matches some API of the hub's database (Gorilla's AST matching: not a hallucination) |
 | api_matches_reference | the api_call is the example's reference API, name and required arguments (`AstResult.exact`) |
-| domain_matches | the answer's domain is the reference API's domain (case and spacing ignored) |
+| domain_matches | the API the call matches in the database has the reference API's domain (Gorilla's "correct") |
+| arguments_match_reference | every argument value of the reference api_call appears in the answer's call, and no |
+|  | keyword the reference names has another value there (model id, repo, `pretrained`, ...) |
+| answer_complete | all five fields are present and non-empty (an answer cut after its api_call fails) |
+| api_fits_task | reference-free: the called API is among the `fit_top_k` APIs that BM25 over the API |
+|  | database ranks highest for the instruction (for users' data without reference answers) |
+| executes | the code runs to the end in the sandbox (hermetic hub mode by default): the evaluation's |
+|  | executability, judged by the same code (`sandbox.verdicts`); the stage runs each distinct |
+|  | snippet once, in parallel workers, and caches its verdict with the judge cache |
 
 Generated code is never imported or run: imports are resolved by module name only,
 top-level names only, since `find_spec("a.b")` would import `a`. With
@@ -36,6 +44,7 @@ from typing import Any, Callable, Iterable
 
 from rlaif_code.core.registry import Registry
 from rlaif_code.data.ast_match import AstMatcher, AstResult
+from rlaif_code.data.parse import FIELDS
 
 ToolCheck = Callable[["ToolContext"], tuple[str, str | None]]
 
@@ -129,10 +138,6 @@ def undefined_names(code: str) -> list[str] | None:
     return list(dict.fromkeys(str(m.message_args[0]) for m in found if isinstance(m, undefined)))
 
 
-def _norm_domain(text: str) -> str:
-    return " ".join((text or "").lower().replace("_", " ").split()).strip(" .,'\"")
-
-
 @dataclass
 class ToolContext:
     """What the tool checks see of one answer."""
@@ -142,6 +147,8 @@ class ToolContext:
     reference: dict[str, Any]  # the example: reference_api, domain, hub, instruction
     matcher: AstMatcher | None
     resolver: ModuleResolver = field(default_factory=ModuleResolver)
+    fits_task: Callable[[str, int], bool] | None = None  # (instruction, API index) -> in BM25's top k
+    verdicts: dict[str, Any] | None = None  # code -> sandbox.tiers.SnippetVerdict, run by the stage beforehand
 
     @cached_property
     def code(self) -> str:
@@ -216,10 +223,88 @@ def check_api_matches_reference(ctx: ToolContext) -> tuple[str, str | None]:
 
 @TOOL_CHECKS.register("domain_matches")
 def check_domain_matches(ctx: ToolContext) -> tuple[str, str | None]:
-    reference = (ctx.reference.get("reference_api") or {}).get("domain") or ctx.reference.get("domain") or ""
-    if _norm_domain(ctx.fields.get("domain", "")) == _norm_domain(reference) and reference:
+    # Gorilla's "correct": the API the call matches in the database has the reference's domain.
+    result = ctx.ast_result
+    if result.outcome == "correct":
         return "yes", None
-    return "no", f"reference domain: {reference}"
+    if result.matched_index is None:
+        return "no", "no api_call" if result.api_call is None else "matches no API in the database"
+    matched = ctx.matcher.api_database[result.matched_index].get("domain") if ctx.matcher else None
+    return "no", f"calls a {matched} API; the task needs {(ctx.reference.get('reference_api') or {}).get('domain')}"
+
+
+def _literal(node: ast.AST) -> str:
+    """An argument's value, quotes and spacing normalised: 'x' and "x" are the same string."""
+    try:
+        return repr(ast.literal_eval(node))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return ast.unparse(node)
+
+
+def call_arguments(api_call: str) -> tuple[list[str], dict[str, str]] | None:
+    """(positional values, keyword -> value) of the outermost call in `api_call` (an expression or
+    an assignment such as `model = torch.hub.load(...)`), or None."""
+    try:
+        tree = ast.parse(api_call.strip())
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    call = next((node for node in ast.walk(tree) if isinstance(node, ast.Call)), None)
+    if call is None:
+        return None
+    keywords = {kw.arg: _literal(kw.value) for kw in call.keywords if kw.arg is not None}
+    return [_literal(arg) for arg in call.args], keywords
+
+
+@TOOL_CHECKS.register("arguments_match_reference")
+def check_arguments_match_reference(ctx: ToolContext) -> tuple[str, str | None]:
+    # Values are compared wherever they stand: torch.hub.load('pytorch/vision', 'resnet50') and
+    # torch.hub.load(repo_or_dir='pytorch/vision', model='resnet50') pass the same arguments.
+    reference = call_arguments(str((ctx.reference.get("reference_api") or {}).get("api_call") or ""))
+    if reference is None:
+        return "unparseable", "the reference api_call does not parse as a call"
+    answer_call = ctx.ast_result.api_call
+    answer = call_arguments(answer_call) if answer_call else None
+    if answer is None:
+        return "no", "no api_call" if not answer_call else "the api_call does not parse as a call"
+    ref_positional, ref_keywords = reference
+    positional, keywords = answer
+    values = positional + list(keywords.values())
+    missing = [v for v in ref_positional + list(ref_keywords.values()) if v not in values]
+    differing = [k for k, v in ref_keywords.items() if k in keywords and keywords[k] != v]
+    if missing or differing:
+        return "no", "; ".join(filter(None, [missing and "missing " + ", ".join(missing),
+                                             differing and "other value for " + ", ".join(differing)]))
+    return "yes", None
+
+
+@TOOL_CHECKS.register("answer_complete")
+def check_answer_complete(ctx: ToolContext) -> tuple[str, str | None]:
+    missing = [name for name in FIELDS if not (ctx.fields.get(name) or "").strip()]
+    if not ctx.code.strip() and "code" not in missing:
+        missing.append("code")
+    return ("no", "missing: " + ", ".join(missing)) if missing else ("yes", None)
+
+
+@TOOL_CHECKS.register("api_fits_task")
+def check_api_fits_task(ctx: ToolContext) -> tuple[str, str | None]:
+    if ctx.fits_task is None:
+        raise RuntimeError("api_fits_task needs the retriever over the hub's API database (none was given)")
+    index = ctx.ast_result.matched_index
+    if index is None:
+        return "no", "calls no API of the database"
+    if ctx.fits_task(str(ctx.reference.get("instruction") or ""), index):
+        return "yes", None
+    return "no", "not among the APIs retrieved for the instruction"
+
+
+@TOOL_CHECKS.register("executes")
+def check_executes(ctx: ToolContext) -> tuple[str, str | None]:
+    if not ctx.code.strip():
+        return "no", "no code"
+    if ctx.verdicts is None or ctx.code not in ctx.verdicts:
+        raise RuntimeError("executes needs the sandbox's verdicts, run before the checks (feedback stage)")
+    verdict = ctx.verdicts[ctx.code]
+    return ("yes", None) if verdict.run else ("no", verdict.run_error or verdict.run_status or "did not run")
 
 
 def run_check(name: str, ctx: ToolContext) -> tuple[str, str | None]:

@@ -1,8 +1,8 @@
 """Checkpoints: `checkpoints/step-NNNNNN/` under out_dir, each appearing atomically.
 
 A checkpoint holds the trainable weights, the optimizer, every process's RNG state, the KL
-coefficient and the step, so a resumed run continues exactly as an unbroken one would. The
-folder belongs to one run (`claim_run`): a resume may change only `PPOConfig.RESUMABLE`.
+coefficient, the dev-set selection's state and the step, so a resumed run continues exactly as
+an unbroken one would. The folder belongs to one run (`claim_run`): a resume may change only `PPOConfig.RESUMABLE`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(accelerator: Any, out_dir: Path, step: int, model: nn.Module, optimizer: Any,
-                    kl_coef: float, cfg: PPOConfig, keep: int) -> Path:
+                    kl_coef: float, cfg: PPOConfig, keep: int, selection: dict[str, Any] | None = None) -> Path:
     """Write checkpoints/step-NNNNNN atomically: everything goes to a temporary directory renamed last."""
     root = out_dir / CHECKPOINTS
     final = root / f"step-{step:06d}"
@@ -71,9 +71,10 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, model: nn.Module
     torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
     if accelerator.is_main_process:
         torch.save({"step": step, "model": _trainable_state(accelerator.unwrap_model(model)),
-                    "optimizer": optimizer.state_dict(), "kl_coef": kl_coef, "config": to_dict(cfg)},
-                   tmp / "state.pt")
-        atomic_write_json(tmp / "checkpoint.json", {"step": step, "kl_coef": kl_coef, "config": to_dict(cfg)})
+                    "optimizer": optimizer.state_dict(), "kl_coef": kl_coef, "selection": selection,
+                    "config": to_dict(cfg)}, tmp / "state.pt")
+        atomic_write_json(tmp / "checkpoint.json", {"step": step, "kl_coef": kl_coef, "selection": selection,
+                                                    "config": to_dict(cfg)})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         for path in (tmp, *tmp.iterdir()):
@@ -90,8 +91,9 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, model: nn.Module
     return final
 
 
-def load_checkpoint(accelerator: Any, path: Path, model: nn.Module, optimizer: Any) -> tuple[int, float]:
-    """Restore weights, optimizer and this process's RNG from `path`; (step, KL coefficient)."""
+def load_checkpoint(accelerator: Any, path: Path, model: nn.Module,
+                    optimizer: Any) -> tuple[int, float, dict[str, Any] | None]:
+    """Restore weights, optimizer and this process's RNG from `path`; (step, KL coefficient, selection)."""
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     unwrapped = accelerator.unwrap_model(model)
     missing, unexpected = unwrapped.load_state_dict(state["model"], strict=False)
@@ -103,7 +105,7 @@ def load_checkpoint(accelerator: Any, path: Path, model: nn.Module, optimizer: A
     rng_file = path / f"rng-{accelerator.process_index}.pt"
     if rng_file.is_file():
         _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
-    return int(state["step"]), float(state["kl_coef"])
+    return int(state["step"]), float(state["kl_coef"]), state.get("selection")
 
 
 def drop_unfinished_saves(out_dir: Path) -> None:

@@ -35,6 +35,7 @@ class PPOConfig:
     policy: str = "runs/default/sft"  # M_SFT: a model directory (or any name models.resolve_model takes)
     reward_model: str = "runs/default/reward"  # M_reward: the reward stage's output (num_labels=1)
     data_dir: str = "runs/default/data"  # a data stage output; its train.jsonl prompts are the PPO prompts
+    data: str | None = None  # Gorilla data (the API database dev answers are matched in); None: $RLAIF_DATA
     prompts_file: str | None = None  # or a JSONL with a "prompt" field per line (overrides data_dir)
     out_dir: str = "runs/default/ppo"  # metrics, checkpoints and the final model go here
     total_steps: int = 200  # PPO iterations
@@ -54,9 +55,12 @@ class PPOConfig:
     clip_range_value: float = 0.2  # value clip around the rollout's values
     vf_coef: float = 0.1  # weight of the value loss
     kl_coef: float = 0.05  # KL penalty coefficient (the starting one when kl_mode is adaptive)
-    kl_mode: Literal["fixed", "adaptive"] = "fixed"  # adaptive: steer the coefficient towards kl_target
-    kl_target: float = 6.0  # adaptive: target KL (nats per answer), Ziegler et al. 2019
-    kl_horizon: int = 10000  # adaptive: episodes over which the coefficient may change by e^(+-0.2)
+    kl_mode: Literal["fixed", "adaptive"] = "adaptive"  # adaptive: steer the coefficient towards kl_target
+    kl_target: float = 1.0  # adaptive: target KL (nats per answer; PPOCoder's ~1), Ziegler et al. 2019
+    # adaptive: episodes over which the coefficient may change by e^(+-0.2); small batches need a short one
+    kl_horizon: int = 200
+    # PPO stops, and says so, when the mean KL of the last 3 steps exceeds this (nats per answer); None: never
+    kl_budget: float | None = 4.0
     whiten_rewards: bool = False  # standardise the scores over the (per-process) batch, before the penalties
     whiten_advantages: bool = True  # standardise advantages over the batch's answer tokens
     max_grad_norm: float = 1.0  # gradient clipping
@@ -66,6 +70,15 @@ class PPOConfig:
     incomplete_answer_penalty: float | None = None
     value_head: Literal["shared", "separate"] = "shared"  # value head on the policy's backbone, or on a copy
     lora: PPOLoraSettings = field(default_factory=PPOLoraSettings)  # train LoRA adapters instead of all weights
+    # Dev-set selection (ppo/dev.py): every dev_every steps the policy answers data_dir's dev.jsonl
+    # greedily; the output model is the best step by select_metric, the SFT model counting as step 0.
+    dev_every: int = 10  # steps between dev evaluations; 0: no selection, the last step is the output
+    dev_max_prompts: int | None = None  # the first N dev prompts; None: all
+    dev_batch_size: int = 64  # dev answers in flight
+    select_metric: Literal["exact_match", "accuracy", "exec"] = "exact_match"  # exec: the dev_exec_tier rate
+    dev_exec_tier: Literal["none", "parse", "static", "run"] = "none"  # executability tier of the dev answers
+    dev_exec_env: str | None = None  # exec env for dev_exec_tier; None: $RLAIF_EXEC_ENV, else the cache
+    patience: int | None = None  # dev evaluations without a new best before PPO stops; None: never
     seed: int = 0  # the seed of prompts, sampling and shuffling
     save_every: int = 20  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 2  # checkpoints kept on disk
@@ -78,7 +91,7 @@ class PPOConfig:
 
     # Budgets and logging: a resumed run may change them and still continue its checkpoints.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({
-        "total_steps", "save_every", "keep_checkpoints", "log_every", "out_dir"})
+        "total_steps", "save_every", "keep_checkpoints", "log_every", "out_dir", "patience", "dev_batch_size"})
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -97,6 +110,15 @@ class PPOConfig:
         need(0 < self.top_p <= 1, f"'top_p' must be in (0, 1] (got {self.top_p})")
         need(self.kl_coef >= 0, f"'kl_coef' must be >= 0 (got {self.kl_coef})")
         need(self.kl_target > 0, f"'kl_target' must be > 0 (got {self.kl_target})")
+        need(self.kl_budget is None or self.kl_mode == "fixed" or self.kl_budget > self.kl_target,
+             f"'kl_budget' ({self.kl_budget}) must be above 'kl_target' ({self.kl_target}): the controller "
+             "steers towards the target, the budget is where PPO stops")
+        need(self.dev_every >= 0, f"'dev_every' must be >= 0 (0: no dev selection; got {self.dev_every})")
+        need(self.select_metric != "exec" or self.dev_exec_tier != "none",
+             "'select_metric' exec needs 'dev_exec_tier' parse, static or run")
+        for name in ("dev_max_prompts", "dev_batch_size", "patience"):
+            value = getattr(self, name)
+            need(value is None or value >= 1, f"'{name}' must be >= 1 (got {value})")
         need(not (self.whiten_rewards and self.batch_size < 2), "'whiten_rewards' needs batch_size >= 2")
         # Built from Python, a config skips the loader's type checks; these once took other values (bf16: bools).
         for name, allowed in (("kl_mode", ("fixed", "adaptive")), ("value_head", ("shared", "separate")),

@@ -8,6 +8,15 @@ from rlaif_code.core.artifacts import JsonlAppender, atomic_write_jsonl, read_js
 from rlaif_code.core.training import TENSORBOARD
 
 
+def resumed_appender(path: Path, start_step: int) -> JsonlAppender:
+    """An appender to a per-step JSONL file whose rows after `start_step` are dropped first: a resume
+    redoes those steps."""
+    if path.exists():
+        kept = [row for row in read_jsonl(path, tolerate_torn_tail=True) if row.get("step", 0) <= start_step]
+        atomic_write_jsonl(path, kept)
+    return JsonlAppender(path)
+
+
 class StepLogger:
     """metrics.jsonl (every step), console and TensorBoard (every `log_every` steps); main process only."""
 
@@ -16,11 +25,7 @@ class StepLogger:
         self.appender = self.writer = self.console = None
         if not enabled:
             return
-        path = out_dir / "metrics.jsonl"
-        if path.exists():  # steps after the checkpoint we resume from will be redone: drop their rows
-            kept = [row for row in read_jsonl(path, tolerate_torn_tail=True) if row.get("step", 0) <= start_step]
-            atomic_write_jsonl(path, kept)
-        self.appender = JsonlAppender(path)
+        self.appender = resumed_appender(out_dir / "metrics.jsonl", start_step)
         try:
             from torch.utils.tensorboard import SummaryWriter
 

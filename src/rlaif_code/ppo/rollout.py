@@ -1,4 +1,4 @@
-"""The sampler and what it needs: prompts, the order they are drawn in, and where each answer ends.
+"""The sampler and what it needs: prompts, the order they are drawn in, and each answer's text.
 
 `sample_answers` decodes through the sample stage's loop (KV cache, rows leave the batch as they
 end, one seeded uniform stream per rollout); each step's logits and last hidden state give the
@@ -79,6 +79,8 @@ class Rollout:
     logprobs: torch.Tensor  # (B, T) log-prob of each token under softmax(logits / temperature)
     entropy: torch.Tensor  # (B, T) entropy of that distribution
     values: torch.Tensor | None  # (B, T) value head on the state before each token (when given a head)
+    lengths: list[int]  # tokens in each answer, its end token included (the decoder's `Decoded.lengths`)
+    ended: list[bool]  # the answer ended (end token or stop string) within max_new_tokens
 
 
 def rollout_seeds(seed: int, step: int, batch_size: int, rank: int = 0) -> list[int]:
@@ -111,40 +113,18 @@ def sample_answers(policy: nn.Module, queries: torch.Tensor, query_mask: torch.T
                      on_step=record)
     width = decoded.tokens.shape[1]
     return Rollout(decoded.tokens, logprobs[:, :width], entropy[:, :width],
-                   values[:, :width] if value_head is not None else None)
+                   values[:, :width] if value_head is not None else None, decoded.lengths, decoded.ended)
 
 
-def answer_ends(responses: torch.Tensor, tokenizer: Any,
-                stop_ids: list[int]) -> tuple[list[int], list[bool], list[str]]:
-    """For each generated row: (tokens that belong to the answer, whether it ended, the answer text).
-
-    An answer ends at its first end token (which stays in the answer: emitting it was the
-    policy's last action) or at the token that completes a stop string ("###Instruction"),
-    whichever comes first. The text excludes both.
-    """
+def answer_texts(rollout: Rollout, tokenizer: Any) -> list[str]:
+    """Each answer's text: its tokens up to where the decoder ended it, without special tokens and
+    without the stop string that ended it (the end token itself stays in `responses`: emitting it
+    was the policy's last action)."""
     from rlaif_code.core.models import cut_at_stop
 
-    lengths, finished, texts = [], [], []
-    stop_set = set(stop_ids)
-    for row in responses.tolist():
-        end = next((i + 1 for i, tok in enumerate(row) if tok in stop_set), None)
-        ended = end is not None
-        end = end if end is not None else len(row)
-        text, found = cut_at_stop(tokenizer.decode(row[:end], skip_special_tokens=True))
-        if found:  # the shortest prefix whose text already holds a stop string
-            low, high = 1, end
-            while low < high:
-                mid = (low + high) // 2
-                if cut_at_stop(tokenizer.decode(row[:mid], skip_special_tokens=True))[1]:
-                    high = mid
-                else:
-                    low = mid + 1
-            end, ended = low, True
-        lengths.append(max(end, 1))
-        finished.append(ended)
-        texts.append(text)
-    return lengths, finished, texts
-
+    rows = rollout.responses.tolist()
+    return [cut_at_stop(tokenizer.decode(row[:length], skip_special_tokens=True))[0]
+            for row, length in zip(rows, rollout.lengths)]
 
 
 def incomplete_answers(answers: list[str]) -> list[bool]:

@@ -15,6 +15,7 @@ from rlaif_code.core.artifacts import InputError
 from rlaif_code.core.training import use_bf16
 from rlaif_code.ppo.checkpoint import claim_checkpoints, drop_unfinished_saves, load_checkpoint
 from rlaif_code.ppo.config import PPOConfig
+from rlaif_code.ppo.dev import DevSelector, Selection, load_dev_set, prune_best
 from rlaif_code.ppo.layout import PolicyWithValue, attention_cost, disable_dropout, packing_keeps_sequences_apart
 from rlaif_code.ppo.logger import StepLogger
 from rlaif_code.ppo.losses import AdaptiveKLController, FixedKLController, make_kl_controller
@@ -91,13 +92,14 @@ class Setup:
     reward_fn: RewardFn | None
     reward_model: nn.Module | None  # None when reward_fn scores
     reward_tokenizer: Any
-    stop_ids: list[int]
     pack_tokens: int  # 0 when the architecture ignores packed position ids
     pair_cost: float
     prompts: Prompts
     kl_ctl: FixedKLController | AdaptiveKLController
     start_step: int  # the checkpoint resumed from (0: a fresh run)
     logger: StepLogger
+    selector: DevSelector  # dev-set selection and the KL budget
+    stopped: tuple[int, str] | None = None  # (step, why) when the KL budget or patience ended the run early
 
 
 def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
@@ -105,10 +107,9 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
     (seeding, then model building) that a rerun repeats exactly."""
     from accelerate.utils import set_seed
 
-    from rlaif_code.core.models import stop_token_ids
-
     out_dir = Path(cfg.out_dir)
     prompt_texts = load_prompts(cfg)
+    dev = load_dev_set(cfg)
     checkpoint = claim_checkpoints(out_dir, cfg)  # before the slow part: a foreign checkpoint fails fast
 
     bf16 = use_bf16(cfg.bf16)
@@ -139,16 +140,20 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
     prompts = encode_prompts(prompt_texts, tokenizer, cfg.max_prompt_tokens)
 
     kl_ctl = make_kl_controller(cfg)
-    start_step = 0
+    start_step, selection_state = 0, None
     if checkpoint is not None:
-        start_step, kl_ctl.value = load_checkpoint(accelerator, checkpoint, model, optimizer)
+        start_step, kl_ctl.value, selection_state = load_checkpoint(accelerator, checkpoint, model, optimizer)
         if start_step > cfg.total_steps:
             raise InputError(f"{checkpoint}: this run already went past total_steps={cfg.total_steps}; raise "
                              "total_steps or use a new out_dir")
         accelerator.print(f"resuming from {checkpoint} (step {start_step})")
+    selection = Selection.from_dict(selection_state)
     if accelerator.is_main_process:
         drop_unfinished_saves(out_dir)
+        # best/ folders of steps after the resume point will be redone; older ones are superseded
+        prune_best(out_dir, keep_from=max(selection.best_step, 0), drop_after=start_step)
     logger = StepLogger(out_dir, start_step, cfg.log_every, accelerator.is_main_process)
+    selector = DevSelector(cfg, dev, selection, out_dir, start_step, accelerator.is_main_process)
     return Setup(accelerator, model, unwrapped, optimizer, ref_policy, tokenizer, reward_fn, reward_model,
-                 reward_tokenizer, stop_token_ids(tokenizer), pack_tokens, pair_cost,
-                 prompts, kl_ctl, start_step, logger)
+                 reward_tokenizer, pack_tokens, pair_cost,
+                 prompts, kl_ctl, start_step, logger, selector)

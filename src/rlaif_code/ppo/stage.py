@@ -44,6 +44,7 @@ import torch.nn as nn
 from rlaif_code.core.artifacts import finished_result, write_stage_record
 from rlaif_code.ppo.checkpoint import save_checkpoint
 from rlaif_code.ppo.config import PPOConfig
+from rlaif_code.ppo.dev import prune_best, selected_model_dir
 from rlaif_code.ppo.layout import BatchLayout, answer_logits, answer_states
 from rlaif_code.ppo.losses import (
     clipped_policy_loss,
@@ -58,7 +59,7 @@ from rlaif_code.ppo.losses import (
 )
 from rlaif_code.ppo.rollout import (
     Rollout,
-    answer_ends,
+    answer_texts,
     incomplete_answers,
     left_pad,
     prompt_indices,
@@ -223,6 +224,8 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
     accelerator, model, optimizer, device = s.accelerator, s.model, s.optimizer, s.accelerator.device
     micro_size = cfg.mini_batch_size // cfg.grad_accum
     history: list[dict[str, float]] = []
+    if s.start_step == 0:  # the SFT model is step 0 of the selection: RL can never hand back worse
+        s.selector.after_step(0, None, s.unwrapped.policy, s.tokenizer, accelerator.autocast)
     for step in range(s.start_step + 1, cfg.total_steps + 1):
         step_start, step_cpu_start = time.perf_counter(), time.process_time()
 
@@ -230,8 +233,9 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
         b_prompts, queries, query_mask = step_prompts(cfg, s, step)  # queries, query_mask: (B, P)
         rollout = generate(cfg, s, step, queries, query_mask)
         b_responses = rollout.responses  # (B, T)
-        lengths, finished, answers = answer_ends(b_responses, s.tokenizer, s.stop_ids)
-        b_lengths, b_finished = torch.tensor(lengths, device=device), torch.tensor(finished, device=device)  # (B,)
+        answers = answer_texts(rollout, s.tokenizer)
+        b_lengths = torch.tensor(rollout.lengths, device=device)  # (B,) the decoder's ends, end token included
+        b_finished = torch.tensor(rollout.ended, device=device)  # (B,)
         b_mask = torch.arange(b_responses.shape[1], device=device)[None, :] < b_lengths[:, None]  # (B, T)
         b_query_responses = torch.cat([queries, b_responses], 1)  # (B, P + T)
         b_attention = torch.cat([query_mask, b_mask.long()], 1)  # (B, P + T)
@@ -288,10 +292,18 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
                                b_finished, b_lengths, b_mask, b_entropy, b_values, b_returns, seconds, step_cpu_start)
         history.append(metrics)
         s.logger.log(step, metrics)
-        if step % cfg.save_every == 0 or step == cfg.total_steps:
+        stop = s.selector.after_step(step, seq_kl, s.unwrapped.policy, s.tokenizer, accelerator.autocast)
+        if step % cfg.save_every == 0 or step == cfg.total_steps or stop:
             save_checkpoint(accelerator, Path(cfg.out_dir), step, model, optimizer, s.kl_ctl.value, cfg,
-                            cfg.keep_checkpoints)
+                            cfg.keep_checkpoints, s.selector.selection.to_dict())
+            if accelerator.is_main_process:  # the checkpoint now names the best: older best/ folders can go
+                prune_best(Path(cfg.out_dir), keep_from=max(s.selector.selection.best_step, 0))
+        if stop:
+            accelerator.print(f"PPO stops at step {step}: {stop}")
+            s.stopped = (step, stop)
+            break
     s.logger.close()
+    s.selector.close()
     return history
 
 
@@ -302,8 +314,14 @@ def save_final_model(cfg: PPOConfig, s: Setup, history: list[dict[str, float]]) 
     """The policy as a plain model directory (LoRA merged) carrying the config; then stage.json."""
     from rlaif_code.core.models import save_model
 
+    selection = s.selector.selection
+    last_step = s.stopped[0] if s.stopped else cfg.total_steps
     result: dict[str, Any] = {
-        "steps": cfg.total_steps,
+        "steps": last_step,
+        "stopped": s.stopped[1] if s.stopped else None,
+        "selected_step": selection.best_step if s.selector.dev is not None else last_step,
+        "selected_dev_value": selection.best_value if s.selector.dev is not None else None,
+        "select_metric": cfg.select_metric if s.selector.dev is not None else None,
         "resumed_from_step": s.start_step,
         "prompts": len(s.prompts.ids),
         "prompts_too_long": s.prompts.too_long,
@@ -319,7 +337,13 @@ def save_final_model(cfg: PPOConfig, s: Setup, history: list[dict[str, float]]) 
         model_dir = out_dir / "model"
         tmp = out_dir / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_model(accelerator.unwrap_model(s.model).policy, s.tokenizer, tmp)
+        if s.selector.dev is None:
+            save_model(accelerator.unwrap_model(s.model).policy, s.tokenizer, tmp)
+        else:  # the dev-best weights: best/step-NNNNNN, or the SFT model itself when step 0 won
+            from rlaif_code.core.models import resolve_model
+
+            source = selected_model_dir(out_dir, selection, resolve_model(cfg.policy))
+            shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("stage.json", "checkpoints", "tb"))
         write_stage_record(tmp, "ppo", cfg, metrics=result)
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlaif_code.core.artifacts import InputError, atomic_write_text, read_json
+from rlaif_code.core.artifacts import InputError, atomic_write_text, read_json, read_jsonl
 from rlaif_code.core.config import check_at_least
 from rlaif_code.report.plots import ppo_curves
+from rlaif_code.report.sections import dev_tables, feedback_tables, reward_tables
 from rlaif_code.report.tables import (
     delta_table,
     domain_table,
@@ -63,6 +64,7 @@ class _Inputs:
     reward: dict[str, Any]
     feedback: dict[str, Any]
     judge: dict[str, Any] | None
+    dev: list[tuple[str, list[list[str]]]]
     domains: list[list[str]]
     answers: list[dict[str, str]]
     manifest: dict[str, Any]
@@ -110,10 +112,12 @@ def _read_inputs(run_dir: Path, cfg: ReportConfig) -> _Inputs:
     reward = _stage_metrics(run_dir, "reward")
     feedback = _stage_metrics(run_dir, "feedback")
     judge = _optional_json(run_dir / "feedback" / "judge_check.json")
+    dev_path = run_dir / "ppo" / "dev.jsonl"
+    dev = dev_tables(read_jsonl(dev_path) if dev_path.is_file() else [], _stage_metrics(run_dir, "ppo"))
     domains = domain_table(evals)
     answers = sample_answers(run_dir, evals, cfg.sample_answers, cfg.seed)
     manifest = _optional_json(run_dir / "manifest.json") or {}
-    return _Inputs(run_dir.name, table, deltas, curve_png, curve_summary, reward, feedback, judge, domains,
+    return _Inputs(run_dir.name, table, deltas, curve_png, curve_summary, reward, feedback, judge, dev, domains,
                    answers, manifest)
 
 
@@ -125,18 +129,10 @@ def _ppo_section(page: _Page, png: bytes, summary: dict[str, Any]) -> None:
     page.html.append(f"<p>First &rarr; last step: {html.escape(trend)}</p>")
 
 
-def _numbers_line(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{k}: {num(v)}" for k, v in metrics.items() if isinstance(v, (int, float)))
-
-
-def _feedback_section(page: _Page, feedback: dict[str, Any]) -> None:
-    page.heading("AI feedback")
-    page.text(_numbers_line(feedback))
-    # Per-question breakdowns (yes rates, unparseable counts) get a table each.
-    for key, value in feedback.items():
-        if isinstance(value, dict) and value:
-            page.table([["question", key]] + [[str(q), num(v) if not isinstance(v, dict) else json.dumps(v)]
-                                              for q, v in value.items()])
+def _captioned(page: _Page, tables: list[tuple[str, list[list[str]]]]) -> None:
+    for caption, rows in tables:
+        page.text(caption + ":")
+        page.table(rows)
 
 
 def _judge_section(page: _Page, judge: dict[str, Any] | None, feedback: dict[str, Any]) -> None:
@@ -173,11 +169,13 @@ def _render(inputs: _Inputs) -> _Page:
     page.table(inputs.deltas)
     if inputs.curve_png:
         _ppo_section(page, inputs.curve_png, inputs.curve_summary)
+    _captioned(page, inputs.dev)
+    if inputs.feedback:
+        page.heading("AI feedback")
+        _captioned(page, feedback_tables(inputs.feedback))
     if inputs.reward:
         page.heading("Reward model")
-        page.text(_numbers_line(inputs.reward))
-    if inputs.feedback:
-        _feedback_section(page, inputs.feedback)
+        _captioned(page, reward_tables(inputs.reward))
     _judge_section(page, inputs.judge, inputs.feedback)
     if len(inputs.domains) > 1:
         page.heading("Per domain")

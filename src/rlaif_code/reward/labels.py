@@ -17,6 +17,7 @@ class LabelledText:
     group: str  # example_id (or the prompt): held-out splits never separate one group
     text: str  # prompt + answer
     label: int  # 1 accepted, 0 rejected
+    exact: bool | None = None  # the answer calls the reference API (the feedback's api_matches_reference), if asked
 
 
 def feedback_path(feedback: str | Path) -> Path:
@@ -39,12 +40,26 @@ def load_feedback(feedback: str | Path, max_examples: int | None = None) -> list
             raise InputError(f"{path}:{lineno}: 'label' = {row.get('label')!r}; expected \"accepted\", "
                              "\"rejected\", true or false")
         group = str(row.get("example_id") or row["prompt"])
-        rows.append(LabelledText(group=group, text=row["prompt"] + row["text"], label=_LABELS[label]))
+        exact = next((a.get("answer") == "yes" for a in (row.get("answers") or {}).values()
+                      if isinstance(a, dict) and a.get("by") == "tool:api_matches_reference"), None)
+        rows.append(LabelledText(group=group, text=row["prompt"] + row["text"], label=_LABELS[label], exact=exact))
         if max_examples is not None and len(rows) >= max_examples:
             break
     if not rows:
         raise InputError(f"{path}: no labelled answers to train on")
     return rows
+
+
+def drop_duplicates(rows: list[LabelledText]) -> tuple[list[LabelledText], int]:
+    """The first of each identical (prompt, answer) pair: a repeated sample would weigh twice."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for row in rows:
+        key = (row.group, row.text.strip())
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
 
 
 def split_heldout(rows: list[LabelledText], fraction: float, seed: int) -> tuple[list[LabelledText],
@@ -62,6 +77,17 @@ def split_heldout(rows: list[LabelledText], fraction: float, seed: int) -> tuple
     n_heldout = min(len(groups) - 1, max(1, round(len(groups) * fraction)))
     heldout = set(groups[:n_heldout])
     return [r for r in rows if r.group not in heldout], [r for r in rows if r.group in heldout]
+
+
+def exact_api_auc(scores: list[float], rows: list[LabelledText]) -> float | None:
+    """ROC-AUC of the reward model's score for "calls the reference API" among held-out samples."""
+    from sklearn.metrics import roc_auc_score
+
+    pairs = [(score, row.exact) for score, row in zip(scores, rows) if row.exact is not None]
+    flags = [bool(flag) for _, flag in pairs]
+    if not any(flags) or all(flags):
+        return None
+    return float(roc_auc_score(flags, [score for score, _ in pairs]))
 
 
 def heldout_metrics(scores: list[float], labels: list[int]) -> dict[str, Any]:

@@ -38,7 +38,16 @@ from rlaif_code.core.training import (
     tensorboard_dir,
     trainer_arguments,
 )
-from rlaif_code.reward.labels import feedback_path, heldout_metrics, load_feedback, split_heldout
+from rlaif_code.reward import probes
+from rlaif_code.reward.labels import (
+    LabelledText,
+    drop_duplicates,
+    exact_api_auc,
+    feedback_path,
+    heldout_metrics,
+    load_feedback,
+    split_heldout,
+)
 from rlaif_code.reward.model import encode_texts, load_reward_base, score_texts
 from rlaif_code.reward.trainer import binary_reward_trainer_class
 
@@ -47,6 +56,10 @@ from rlaif_code.reward.trainer import binary_reward_trainer_class
 class RewardConfig:
     base_model: str = "runs/default/sft"  # M_SFT (any name rlaif_code.core.models.resolve_model takes)
     feedback: str = "runs/default/feedback/feedback.jsonl"  # the feedback stage's file (or its directory)
+    # The data stage's out_dir: its reference answers and their broken variants (reward/probes.py)
+    # are trained on and probed with; None: the feedback labels alone, no probes.
+    synthetic_data_dir: str | None = "runs/default/data"
+    synthetic_negatives: int = 2  # broken variants per training prompt, beside its reference answer (0: probes only)
     out_dir: str = "runs/default/reward"  # where the reward model (M_reward), its checkpoints and metrics go
     max_length: int = 512  # tokens of prompt + answer + eos; longer texts lose their start
     heldout_fraction: float = 0.1  # of the prompts (examples); 0 = no held-out evaluation
@@ -77,6 +90,7 @@ class RewardConfig:
         check_at_least(self, 1, "batch_size", "grad_accum", "eval_batch_size", "max_examples", "max_steps",
                        "save_steps", "save_total_limit", "logging_steps")
         check_at_least(self, 2, "max_length")  # room for at least one token and the eos
+        check_at_least(self, 0, "synthetic_negatives")
         check_fraction(self, "warmup_ratio", "heldout_fraction")
 
 
@@ -86,8 +100,8 @@ def _check_both_labels(cfg: RewardConfig, train_rows: list[Any]) -> tuple[int, i
     if n_pos == 0 or n_neg == 0:
         raise InputError(f"{feedback_path(cfg.feedback)}: the training split has only "
                          f"{'accepted' if n_neg == 0 else 'rejected'} answers ({len(train_rows)} rows); a reward "
-                         "model needs both labels (more or better samples, a lower feedback threshold, or "
-                         "feedback threshold_mode: quantile)")
+                         "model needs both labels (more samples per prompt, a lower feedback threshold, or "
+                         "feedback threshold_mode: relative or quantile)")
     return n_pos, n_neg
 
 
@@ -119,9 +133,16 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     if (done := finished_result(out, "reward", cfg)) is not None:
         return done
-    rows = load_feedback(cfg.feedback, cfg.max_examples)
+    rows, duplicates = drop_duplicates(load_feedback(cfg.feedback, cfg.max_examples))
     train_rows, heldout_rows = split_heldout(rows, cfg.heldout_fraction, cfg.seed)
-    n_pos, n_neg = _check_both_labels(cfg, train_rows)
+    heldout_groups = {r.group for r in heldout_rows}
+    references = probes.load_references(cfg.synthetic_data_dir) if cfg.synthetic_data_dir else []
+    synthetic = [LabelledText(group, text, label) for group, text, label in probes.training_examples(
+        references, {r.group for r in references} - heldout_groups, cfg.synthetic_negatives, cfg.seed)]
+    _check_both_labels(cfg, train_rows)  # the feedback's labels must make sense without the synthetic rows
+    train_rows = train_rows + synthetic
+    n_pos = sum(r.label for r in train_rows)
+    n_neg = len(train_rows) - n_pos
     processes = process_state()
     processes.wait_for_everyone()  # under accelerate launch: all have looked at out_dir before any writes
     resume_from = resumable_checkpoint(out / CHECKPOINTS, cfg)
@@ -134,6 +155,8 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {
         "n_rows": len(rows),
+        "duplicates_dropped": duplicates,
+        "n_synthetic": len(synthetic),
         "n_train": len(train_rows),
         "n_heldout": len(heldout_rows),
         "train_positive_rate": n_pos / len(train_rows),
@@ -149,6 +172,11 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
         scores = score_texts(trainer.model, tokenizer, [r.text for r in heldout_rows], cfg.eval_batch_size,
                              cfg.max_length)
         metrics.update(heldout_metrics(scores, [r.label for r in heldout_rows]))
+        metrics["heldout_exact_api_roc_auc"] = exact_api_auc(scores, heldout_rows)
+    if references and heldout_groups:
+        metrics["probe_accuracy"] = probes.probe_accuracies(
+            probes.probe_sets(references, heldout_groups, cfg.seed),
+            lambda texts: score_texts(trainer.model, tokenizer, texts, cfg.eval_batch_size, cfg.max_length))
     if trainer.is_world_process_zero():  # one writer; the other processes wait for it
         save_model(trainer.model, tokenizer, out)
         write_stage_record(out, "reward", cfg, metrics=metrics, outputs=["model.safetensors", "config.json"])
