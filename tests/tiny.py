@@ -141,3 +141,19 @@ def tiny_pipeline_config(root: Path, **sections: dict[str, Any]) -> Path:
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def save_tiny_reward_model(path: Path, tokenizer=None, seed: int = 1) -> Path:
+    """A tiny random reward model (a scalar head) with the tiny tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    tok = tokenizer or tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
+                         num_labels=1)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -35,8 +35,10 @@ from rlaif_code.report import ReportConfig
 from rlaif_code.reward import RewardConfig
 from rlaif_code.sample import SampleConfig
 from rlaif_code.sft import SFTConfig
+from rlaif_code.sft.rft import RFTConfig
 
-STAGE_ORDER = ("data", "sft", "sample", "feedback", "reward", "ppo", "evaluate", "report")
+# rft before ppo: the fingerprints chain stage to stage, and PPO's settings change more often than RFT's
+STAGE_ORDER = ("data", "sft", "sample", "feedback", "reward", "rft", "ppo", "evaluate", "report")
 
 
 @dataclass
@@ -52,6 +54,7 @@ class PipelineConfig:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)  # `rlaif feedback`'s settings
     reward: RewardConfig = field(default_factory=RewardConfig)  # `rlaif reward`'s settings
     ppo: PPOConfig = field(default_factory=PPOConfig)  # `rlaif ppo`'s settings
+    rft: RFTConfig = field(default_factory=RFTConfig)  # the RFT baseline: SFT continued on the accepted answers
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)  # eval answers and their scoring
     report: ReportConfig = field(default_factory=ReportConfig)  # `rlaif report`'s settings
 
@@ -179,6 +182,7 @@ def _with_seed(section: Any, seed: int) -> Any:
 def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
     """The method's stages in order, each with its inputs and outputs wired inside `run_dir`."""
     from rlaif_code import data, feedback, ppo, report, reward, sample, sft
+    from rlaif_code.sft import rft
 
     seed = cfg.seed
     d = {name: run_dir / name for name in STAGE_ORDER}
@@ -196,9 +200,12 @@ def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
                          synthetic_data_dir=str(d["data"]) if cfg.reward.synthetic_data_dir else None)
     ppo_cfg = replace(_with_seed(cfg.ppo, seed), policy=str(d["sft"]), reward_model=str(d["reward"]),
                       data_dir=str(d["data"]), data=cfg.data.data, prompts_file=None, out_dir=str(d["ppo"]))
-    compare = CompareInputs(data_dir=d["data"], models={"sft": d["sft"], "rlaif": d["ppo"] / "model"},
+    rft_cfg = replace(_with_seed(cfg.rft, seed), base_model=str(d["sft"]),
+                      feedback=str(d["feedback"] / "feedback.jsonl"), out_dir=str(d["rft"]))
+    models = {"sft": d["sft"], "rlaif": d["ppo"] / "model", **({"rft": d["rft"] / "model"} if cfg.rft.enabled else {})}
+    compare = CompareInputs(data_dir=d["data"], models=models,
                             samples_dir=run_dir / "samples", out_dir=run_dir / "eval", hub=cfg.data.hub,
-                            data=cfg.data.data, seed=seed)
+                            data=cfg.data.data, seed=seed, reward_model=d["reward"])
     report_cfg = replace(cfg.report, run_dir=str(run_dir), out_dir=str(d["report"]))
     return [
         StageCall("data", data_cfg, lambda: data.run(data_cfg), [d["data"]]),
@@ -206,6 +213,7 @@ def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
         StageCall("sample", sample_cfg, lambda: sample.run(sample_cfg), [d["sample"]]),
         StageCall("feedback", feedback_cfg, lambda: feedback.run(feedback_cfg), [d["feedback"]]),
         StageCall("reward", reward_cfg, lambda: reward.run(reward_cfg), [d["reward"]]),
+        StageCall("rft", rft_cfg, lambda: rft.run(rft_cfg), [d["rft"]]),
         StageCall("ppo", ppo_cfg, lambda: ppo.run(ppo_cfg), [d["ppo"]]),
         StageCall("evaluate", cfg.evaluate, lambda: run_comparison(cfg.evaluate, compare),
                   [compare.out_dir, compare.samples_dir]),

@@ -22,14 +22,18 @@ def test_every_stage_runs_then_a_rerun_skips_and_a_changed_section_reruns_downst
     assert main(["run", "--config", str(path)]) == 0
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [s for s, e in manifest["stages"].items() if e["status"] == "done"] == [
-        "data", "sft", "sample", "feedback", "reward", "ppo", "evaluate", "report"]
+        "data", "sft", "sample", "feedback", "reward", "rft", "ppo", "evaluate", "report"]
     assert manifest["seed"] == 1 and manifest["versions"]["torch"]
     assert manifest["machine"]["torch_threads"] >= 1 and manifest["machine"]["cpu_count"] >= 1
-    for name in ("sft", "rlaif", "reference"):
+    # the baselines RL has to beat are scored on the same items: best-of-n, Gorilla-7B's released answers
+    for name in ("sft", "rlaif", "reference", "best_of_4", "best_of_8", "rft", "gorilla_ft_0_shot"):
         result = json.loads((run_dir / "eval" / f"{name}.json").read_text())
         assert result["n"] == 4 and 0 <= result["accuracy"] <= 1
     assert json.loads((run_dir / "eval" / "reference.json").read_text())["accuracy"] == 1.0
     assert (run_dir / "report" / "report.html").is_file()
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "## Every model against SFT" in report and "| best-of-8 (SFT samples, reward model picks) |" in report
+    assert "Dev-set selection: the output is step" in report
     assert len((run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()) == 2
     first = _runs(run_dir)
     assert set(first.values()) == {1}

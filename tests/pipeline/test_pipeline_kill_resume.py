@@ -21,7 +21,7 @@ from typing import Any
 
 from tiny import REPO_ROOT, tiny_pipeline_config
 
-STAGES = ("data", "sft", "sample", "feedback", "reward", "ppo", "evaluate", "report")
+STAGES = ("data", "sft", "sample", "feedback", "reward", "rft", "ppo", "evaluate", "report")
 TIMING_KEYS = ("seconds", "wall_time_s", "tokens_per_s", "finished_at", "started")
 # Small batches and more PPO steps stretch sampling and PPO, so a kill lands mid-stage there.
 SECTIONS = {"sample": {"batch_size": 1}, "ppo": {"total_steps": 4, "save_every": 1}}
@@ -63,7 +63,8 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
     """What the stages made, less wall-clock times."""
     out: dict[str, Any] = {}
     for pattern in ("data/*.jsonl", "sample/samples.jsonl", "feedback/feedback.jsonl", "sft/model.safetensors",
-                    "reward/model.safetensors", "ppo/model/model.safetensors", "samples/*/samples.jsonl",
+                    "reward/model.safetensors", "rft/model/model.safetensors", "ppo/model/model.safetensors",
+                    "ppo/dev.jsonl", "samples/*/samples.jsonl",
                     "samples/*.jsonl"):
         for path in sorted(run_dir.glob(pattern)):
             out[str(path.relative_to(run_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -115,3 +115,8 @@ def test_the_kl_budget_stops_ppo_and_says_so(tiny_cfg, count_e, data_dir: Path) 
     assert [r["step"] for r in read_jsonl(Path(cfg.out_dir) / "metrics.jsonl")] == [1, 2]
     # the step past the budget was evaluated but cannot be selected: the SFT model is the output
     assert result["selected_step"] == 0
+    # killed after the stop's checkpoint (the final model and stage.json lost): the rerun does not go on
+    (Path(cfg.out_dir) / "stage.json").unlink()
+    again = run(cfg, count_e)
+    assert again["steps"] == 2 and "KL budget" in again["stopped"] and again["resumed_from_step"] == 2
+    assert len(read_jsonl(Path(cfg.out_dir) / "metrics.jsonl")) == 2

@@ -14,7 +14,7 @@ from rlaif_code.core.config import ConfigError
 from rlaif_code.ppo import run
 from rlaif_code.ppo.config import PPOLoraSettings
 from rlaif_code.ppo.setup import make_accelerator
-from tiny import save_tiny_causal_lm, tiny_tokenizer
+from tiny import save_tiny_causal_lm, save_tiny_reward_model, tiny_tokenizer
 
 
 def test_ppo_learns_a_toy_reward_with_bounded_kl(tiny_cfg, count_e):
@@ -34,20 +34,6 @@ def test_ppo_learns_a_toy_reward_with_bounded_kl(tiny_cfg, count_e):
     assert max(kls[-10:]) < 30.0, kls  # a collapsed policy (one token always) would be at ~77 nats
     assert all(math.isfinite(r["policy_loss"]) and math.isfinite(r["value_loss"]) for r in rows)
     assert result["reward_mean_last"] == rewards[-1]
-
-
-def save_tiny_reward_model(path: Path, tokenizer=None, seed: int = 1) -> Path:
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    tok = tokenizer or tiny_tokenizer()
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
-                         num_labels=1)
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_cli_ppo_with_tiny_reward_model(tmp_path, write_prompts):

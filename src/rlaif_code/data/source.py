@@ -37,6 +37,9 @@ for _kind in ("0_shot", "bm25", "oracle"):
 for _kind in ("FT_0_shot", "FT_oracle", "RT_bm25"):
     _REMOTE[f"responses/response_huggingface_Gorilla_{_kind}.jsonl"] = (
         f"eval/eval-data/responses/huggingface/response_huggingface_Gorilla_{_kind}.jsonl")
+for _kind in ("FT_0_shot", "FT_oracle"):
+    _REMOTE[f"responses/response_torchhub_Gorilla_{_kind}.jsonl"] = (
+        f"eval/eval-data/responses/torchhub/response_torchhub_Gorilla_{_kind}.jsonl")
 
 
 def default_cache_dir() -> Path:

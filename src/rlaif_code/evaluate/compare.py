@@ -3,7 +3,7 @@
 Rows of the comparison: each trained model (`models`: name -> model directory; the pipeline
 passes M_SFT as `sft` and M_RL as `rlaif`), the reference answers themselves (the control:
 the ceiling of each metric, and for executability what the sandbox allows), and on
-HuggingFace Gorilla-7B's released answers to the same items. Each row is one
+HuggingFace and TorchHub Gorilla-7B's released answers to the same items. Each row is one
 `out_dir/<name>.json` from `rlaif eval`'s scorer, with per-item values for the report.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif_code.core.artifacts import atomic_write_json, atomic_write_jsonl, read_jsonl
+from rlaif_code.core.config import check
 from rlaif_code.data.apibench import EVAL_FILES
 from rlaif_code.data.parse import FIELDS, format_answer
 from rlaif_code.data.source import DataSource
@@ -22,7 +23,7 @@ from rlaif_code.sample.stage import SampleConfig
 from rlaif_code.sample.stage import run as run_sample
 
 # How a model's row is named in tables; other names are shown as they are.
-LABELS = {"sft": "SFT", "rlaif": "RLAIF"}
+LABELS = {"sft": "SFT", "rlaif": "RLAIF", "rft": "RFT (SFT + accepted answers)"}
 SUMMARY_KEYS = ("accuracy", "hallucination", "exact_match", "rouge", "codebleu", "executability")
 
 
@@ -35,7 +36,17 @@ class EvaluateSection:
     # The scorer's settings (`rlaif eval`); hub, data and file paths are set by the pipeline.
     score: EvalConfig = field(default_factory=EvalConfig)
     reference_control: bool = True  # score the reference answers too: the ceiling of each metric
-    # Gorilla-7B's released answers scored on the same items (hf only): FT_0_shot, FT_oracle, ...
+    # Best-of-n baselines: n sampled SFT answers per item, the reward model's favourite kept (WebGPT's
+    # baseline, which RL has to beat); one sampling of max(n) answers serves every n. []: none.
+    best_of_n: list[int] = field(default_factory=lambda: [4, 8])
+    best_of_n_temperature: float = 0.9  # the sampling of the best-of-n candidates (top_p from `sample`)
+
+    def __post_init__(self) -> None:
+        check(all(n >= 1 for n in self.best_of_n), "best_of_n", f"each n must be >= 1, got {self.best_of_n}")
+        check(self.best_of_n_temperature > 0, "best_of_n_temperature",
+              f"must be > 0 (the candidates are sampled), got {self.best_of_n_temperature}")
+    # Gorilla-7B's released answers scored on the same items (hf: FT_0_shot, FT_oracle, RT_bm25; th: FT_0_shot,
+    # FT_oracle; none for tf)
     gorilla_baselines: list[str] = field(default_factory=lambda: ["FT_0_shot"])
 
 
@@ -50,6 +61,7 @@ class CompareInputs:
     hub: str
     data: str | None  # Gorilla data dir
     seed: int
+    reward_model: Path | None = None  # the reward model best-of-n picks with (None: no best-of-n rows)
 
 
 def reference_answers(eval_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,12 +70,43 @@ def reference_answers(eval_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in eval_rows]
 
 
-def gorilla_answers(data: str | None, eval_rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """Gorilla-7B's released HuggingFace answers (`kind`: FT_0_shot, ...) to the items in `eval_rows`."""
-    stem = Path(EVAL_FILES["hf"]).stem
+GORILLA_RESPONSES = {"hf": "huggingface", "th": "torchhub"}
+
+
+def gorilla_answers(data: str | None, eval_rows: list[dict[str, Any]], kind: str,
+                    hub: str = "hf") -> list[dict[str, Any]]:
+    """Gorilla-7B's released answers (`kind`: FT_0_shot, ...) to the items of `eval_rows` from the hub's
+    own eval file (question_id: its 1-based line)."""
+    stem = Path(EVAL_FILES[hub]).stem
     wanted = {r["question_id"] for r in eval_rows if r["example_id"].startswith(stem + ":")}
-    path = DataSource.resolve(data).path(f"responses/response_huggingface_Gorilla_{kind}.jsonl")
+    path = DataSource.resolve(data).path(f"responses/response_{GORILLA_RESPONSES[hub]}_Gorilla_{kind}.jsonl")
     return [row for row in read_jsonl(path) if row.get("question_id") in wanted]
+
+
+def best_of_n_files(section: EvaluateSection, inputs: CompareInputs) -> dict[int, Path]:
+    """n -> a responses file holding, per eval item, the reward model's favourite of the SFT model's
+    first n sampled answers (ties: the earlier sample)."""
+    from rlaif_code.reward.model import load_reward_model, score_texts
+
+    n_max = max(section.best_of_n)
+    out = inputs.samples_dir / "eval_sft_candidates"
+    run_sample(replace(section.sample, seed=inputs.seed, model=str(inputs.models["sft"]),
+                       data_dir=str(inputs.data_dir), split="eval", input_file=None, out_dir=str(out),
+                       num_samples=n_max, temperature=section.best_of_n_temperature))
+    candidates = read_jsonl(out / "samples.jsonl")
+    model, tokenizer = load_reward_model(str(inputs.reward_model))
+    scores = score_texts(model, tokenizer, [row["prompt"] + row["text"] for row in candidates])
+    files = {}
+    for n in sorted(set(section.best_of_n)):
+        best: dict[str, tuple[float, int, dict[str, Any]]] = {}
+        for row, score in zip(candidates, scores):
+            key, rank = str(row["example_id"]), int(row["sample_id"])
+            if rank < n and (key not in best or (score, -rank) > best[key][:2]):
+                best[key] = (score, -rank, row)
+        files[n] = inputs.samples_dir / f"best_of_{n}.jsonl"
+        atomic_write_jsonl(files[n], [{**row, "sample_id": 0, "reward_score": score}
+                                      for score, _, row in best.values()])
+    return files
 
 
 def run_comparison(section: EvaluateSection, inputs: CompareInputs) -> dict[str, Any]:
@@ -83,13 +126,16 @@ def run_comparison(section: EvaluateSection, inputs: CompareInputs) -> dict[str,
         run_sample(replace(section.sample, seed=inputs.seed, model=str(model), data_dir=str(inputs.data_dir),
                            split="eval", input_file=None, out_dir=str(out)))
         score_file(name, LABELS.get(name, name), out / "samples.jsonl")
+    if section.best_of_n and inputs.reward_model is not None and "sft" in inputs.models:
+        for n, path in best_of_n_files(section, inputs).items():
+            score_file(f"best_of_{n}", f"best-of-{n} (SFT samples, reward model picks)", path)
     if section.reference_control:
         control = inputs.samples_dir / "eval_reference.jsonl"
         atomic_write_jsonl(control, reference_answers(eval_rows))
         score_file("reference", "reference answers (control)", control)
-    if inputs.hub == "hf":
+    if inputs.hub in GORILLA_RESPONSES:
         for kind in section.gorilla_baselines:
-            subset = gorilla_answers(inputs.data, eval_rows, kind)
+            subset = gorilla_answers(inputs.data, eval_rows, kind, inputs.hub)
             if subset:
                 baseline = inputs.samples_dir / f"baseline_gorilla_{kind}.jsonl"
                 atomic_write_jsonl(baseline, subset)

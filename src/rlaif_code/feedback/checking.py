@@ -4,6 +4,7 @@ the sandbox's verdicts) built once, then each answer's checks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from rlaif_code.core.artifacts import InputError
@@ -35,21 +36,24 @@ def matchers_for(samples: list[Sample], rubric_checks: set[str], data: str | Non
     """One AstMatcher per hub the samples use, if any question needs the API database."""
     if not rubric_checks & API_CHECKS:
         return {}
+    hubs = sorted({str(s.reference.get("hub") or "") for s in samples})
+    if "" in hubs:
+        raise InputError("a data row has no 'hub'; API checks need it to pick the API database")
+    return {hub: _matcher(hub, data) for hub in hubs}
+
+
+@lru_cache(maxsize=8)
+def _matcher(hub: str, data: str | None) -> Any:
+    # built once per process: PPO's online feedback reward checks every step's rollouts
     from rlaif_code.data.apibench import load_api_database
     from rlaif_code.data.ast_match import AstMatcher
     from rlaif_code.data.source import DataSource
 
-    source = DataSource.resolve(data)
-    hubs = sorted({str(s.reference.get("hub") or "") for s in samples})
-    if "" in hubs:
-        raise InputError("a data row has no 'hub'; API checks need it to pick the API database")
-    return {hub: AstMatcher(load_api_database(source, hub), hub) for hub in hubs}
+    return AstMatcher(load_api_database(DataSource.resolve(data), hub), hub)
 
 
 def task_fit(matchers: dict[str, Any], top_k: int) -> dict[str, Any]:
     """hub -> (instruction, API index) -> whether BM25 over the hub's database ranks it in the top k."""
-    from functools import lru_cache
-
     from rlaif_code.data.prompts import BM25Retriever
 
     out = {}

@@ -34,6 +34,11 @@ class PPOConfig:
 
     policy: str = "runs/default/sft"  # M_SFT: a model directory (or any name models.resolve_model takes)
     reward_model: str = "runs/default/reward"  # M_reward: the reward stage's output (num_labels=1)
+    # model: the reward model's logit (the paper); feedback: the rubric's tool questions asked of each
+    # rollout online (ppo/rewards.py); model+feedback: the logit plus feedback_weight x the rubric score
+    reward_source: Literal["model", "feedback", "model+feedback"] = "model"
+    feedback_rubric: str | None = None  # the rubric of the feedback reward; None: the packaged default
+    feedback_weight: float = 1.0  # model+feedback: the rubric score's weight beside the logit
     data_dir: str = "runs/default/data"  # a data stage output; its train.jsonl prompts are the PPO prompts
     data: str | None = None  # Gorilla data (the API database dev answers are matched in); None: $RLAIF_DATA
     prompts_file: str | None = None  # or a JSONL with a "prompt" field per line (overrides data_dir)
@@ -122,6 +127,7 @@ class PPOConfig:
         need(not (self.whiten_rewards and self.batch_size < 2), "'whiten_rewards' needs batch_size >= 2")
         # Built from Python, a config skips the loader's type checks; these once took other values (bf16: bools).
         for name, allowed in (("kl_mode", ("fixed", "adaptive")), ("value_head", ("shared", "separate")),
-                              ("rollout_logprobs", ("generation", "recompute")), ("bf16", ("auto", "on", "off"))):
+                              ("rollout_logprobs", ("generation", "recompute")), ("bf16", ("auto", "on", "off")),
+                              ("reward_source", ("model", "feedback", "model+feedback"))):
             value = getattr(self, name)
             need(value in allowed, f"'{name}' = {value!r} is not one of {', '.join(map(repr, allowed))}")

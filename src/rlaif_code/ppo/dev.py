@@ -115,6 +115,7 @@ class Selection:
     best_step: int = -1
     best_value: float = float("-inf")
     evals_since_best: int = 0
+    stopped: str | None = None  # why PPO stopped early: a run resumed after that stop does not go on
 
     def offer(self, step: int, value: float, eligible: bool) -> bool:
         """Record a dev evaluation; True when `step` becomes the best."""
@@ -205,6 +206,7 @@ class DevSelector:
         stop = (f"KL budget: the mean KL of the last {len(self.recent_kl)} steps, {running_kl:.2f} nats, is over "
                 f"kl_budget {cfg.kl_budget}") if over_budget else None
         if self.dev is None or not (step % cfg.dev_every == 0 or step == cfg.total_steps or over_budget):
+            self.selection.stopped = stop
             return stop
         with torch.no_grad(), autocast():
             metrics = evaluate_policy(policy, tokenizer, self.dev, cfg)
@@ -219,6 +221,7 @@ class DevSelector:
         if stop is None and cfg.patience and self.selection.evals_since_best >= cfg.patience:
             stop = (f"patience: {cfg.patience} dev evaluations without a better {cfg.select_metric} than step "
                     f"{self.selection.best_step}'s {self.selection.best_value:.4f}")
+        self.selection.stopped = stop
         return stop
 
     def _print(self, step: int, metrics: dict[str, Any], improved: bool) -> None:

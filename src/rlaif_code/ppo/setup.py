@@ -19,6 +19,7 @@ from rlaif_code.ppo.dev import DevSelector, Selection, load_dev_set, prune_best
 from rlaif_code.ppo.layout import PolicyWithValue, attention_cost, disable_dropout, packing_keeps_sequences_apart
 from rlaif_code.ppo.logger import StepLogger
 from rlaif_code.ppo.losses import AdaptiveKLController, FixedKLController, make_kl_controller
+from rlaif_code.ppo.rewards import FeedbackScorer, feedback_scorer
 from rlaif_code.ppo.rollout import Prompts, encode_prompts, load_prompts
 
 RewardFn = Callable[[list[str], list[str]], "torch.Tensor"]
@@ -89,8 +90,8 @@ class Setup:
     optimizer: torch.optim.Optimizer
     ref_policy: nn.Module | None  # None with LoRA: the reference is the policy with its adapters disabled
     tokenizer: Any
-    reward_fn: RewardFn | None
-    reward_model: nn.Module | None  # None when reward_fn scores
+    reward_fn: RewardFn | None  # given by the caller: it alone scores
+    reward_model: nn.Module | None  # None when reward_fn scores, or reward_source is feedback
     reward_tokenizer: Any
     pack_tokens: int  # 0 when the architecture ignores packed position ids
     pair_cost: float
@@ -99,6 +100,7 @@ class Setup:
     start_step: int  # the checkpoint resumed from (0: a fresh run)
     logger: StepLogger
     selector: DevSelector  # dev-set selection and the KL budget
+    feedback: FeedbackScorer | None = None  # the online rubric score (reward_source feedback or model+feedback)
     stopped: tuple[int, str] | None = None  # (step, why) when the KL budget or patience ended the run early
 
 
@@ -125,8 +127,10 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
-    reward_model = reward_tokenizer = None
-    if reward_fn is None:
+    reward_model = reward_tokenizer = feedback = None
+    if reward_fn is None and cfg.reward_source != "model":
+        feedback = feedback_scorer(cfg)
+    if reward_fn is None and cfg.reward_source != "feedback":
         reward_model, reward_tokenizer, retokenize = load_frozen_reward_model(cfg.reward_model, tokenizer, device,
                                                                               frozen_dtype)
         if retokenize:
@@ -156,4 +160,4 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
     selector = DevSelector(cfg, dev, selection, out_dir, start_step, accelerator.is_main_process)
     return Setup(accelerator, model, unwrapped, optimizer, ref_policy, tokenizer, reward_fn, reward_model,
                  reward_tokenizer, pack_tokens, pair_cost,
-                 prompts, kl_ctl, start_step, logger, selector)
+                 prompts, kl_ctl, start_step, logger, selector, feedback)

@@ -90,20 +90,28 @@ def generate(cfg: PPOConfig, s: Setup, step: int, queries: torch.Tensor, query_m
                               cfg.top_p, answer_ends_for(s.tokenizer), s.tokenizer.pad_token_id, seeds, shared_values)
 
 
-def score_answers(s: Setup, prompts: list[str], answers: list[str], batch_size: int) -> torch.Tensor:
-    """(B,) float32: the reward model's logit on prompt + answer, or `reward_fn(prompts, answers)`."""
+def score_answers(cfg: PPOConfig, s: Setup, prompts: list[str], answers: list[str],
+                  batch_size: int) -> torch.Tensor:
+    """(B,) float32: `reward_fn(prompts, answers)` when given, else by `reward_source`: the reward
+    model's logit on prompt + answer, the online rubric score, or the logit + weight x the score."""
     device = s.accelerator.device
     if s.reward_fn is not None:
         scores = torch.as_tensor(s.reward_fn(prompts, answers), dtype=torch.float32).to(device).reshape(-1)
         if scores.shape[0] != len(answers):
             raise ValueError(f"reward_fn returned {scores.shape[0]} scores for {len(answers)} answers")
         return scores
-    from rlaif_code.reward.model import score_texts
+    scores = torch.zeros(len(answers), dtype=torch.float32, device=device)
+    if s.reward_model is not None:
+        from rlaif_code.reward.model import score_texts
 
-    texts = [p + a for p, a in zip(prompts, answers)]
-    with s.accelerator.autocast():
-        return torch.tensor(score_texts(s.reward_model, s.reward_tokenizer, texts, batch_size),
-                            dtype=torch.float32, device=device)
+        texts = [p + a for p, a in zip(prompts, answers)]
+        with s.accelerator.autocast():
+            scores += torch.tensor(score_texts(s.reward_model, s.reward_tokenizer, texts, batch_size),
+                                   dtype=torch.float32, device=device)
+    if s.feedback is not None:
+        weight = cfg.feedback_weight if s.reward_model is not None else 1.0
+        scores += weight * torch.tensor(s.feedback(prompts, answers), dtype=torch.float32, device=device)
+    return scores
 
 
 def penalized_scores(cfg: PPOConfig, accelerator: Any, b_raw_scores: torch.Tensor, b_finished: torch.Tensor,
@@ -226,7 +234,10 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
     history: list[dict[str, float]] = []
     if s.start_step == 0:  # the SFT model is step 0 of the selection: RL can never hand back worse
         s.selector.after_step(0, None, s.unwrapped.policy, s.tokenizer, accelerator.autocast)
-    for step in range(s.start_step + 1, cfg.total_steps + 1):
+    if s.selector.selection.stopped:  # killed after an early stop's checkpoint: the run is over
+        s.stopped = (s.start_step, s.selector.selection.stopped)
+    last_step = s.start_step if s.stopped else cfg.total_steps
+    for step in range(s.start_step + 1, last_step + 1):
         step_start, step_cpu_start = time.perf_counter(), time.process_time()
 
         # ---- 1. rollouts: an answer to each of B prompts, each ending at its own length
@@ -244,7 +255,7 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
         seconds = {"generate": time.perf_counter() - step_start}
 
         # ---- 2. scores: the reward model (or reward_fn) on prompt + answer, less the penalties
-        b_raw_scores = score_answers(s, b_prompts, answers, micro_size)  # (B,)
+        b_raw_scores = score_answers(cfg, s, b_prompts, answers, micro_size)  # (B,)
         b_scores, b_incomplete = penalized_scores(cfg, accelerator, b_raw_scores, b_finished, answers)  # (B,) each
 
         with torch.no_grad(), accelerator.autocast():
@@ -319,8 +330,9 @@ def save_final_model(cfg: PPOConfig, s: Setup, history: list[dict[str, float]]) 
     result: dict[str, Any] = {
         "steps": last_step,
         "stopped": s.stopped[1] if s.stopped else None,
-        "selected_step": selection.best_step if s.selector.dev is not None else last_step,
-        "selected_dev_value": selection.best_value if s.selector.dev is not None else None,
+        # best_step -1: no step was eligible (step 0 collapsed): the SFT model is handed back
+        "selected_step": max(selection.best_step, 0) if s.selector.dev is not None else last_step,
+        "selected_dev_value": selection.best_value if selection.best_step >= 0 else None,
         "select_metric": cfg.select_metric if s.selector.dev is not None else None,
         "resumed_from_step": s.start_step,
         "prompts": len(s.prompts.ids),

@@ -36,6 +36,7 @@ from rlaif_code.report.tables import (
     num,
     sample_answers,
     stages_table,
+    versus_sft_table,
 )
 
 
@@ -59,6 +60,7 @@ class _Inputs:
     name: str
     table: list[list[str]]
     deltas: list[list[str]]
+    versus: list[list[str]]
     curve_png: bytes | None
     curve_summary: dict[str, Any]
     reward: dict[str, Any]
@@ -108,6 +110,7 @@ def _read_inputs(run_dir: Path, cfg: ReportConfig) -> _Inputs:
                if any(m in r for r in evals.values())]
     table = main_table(evals, metrics)
     deltas = delta_table(evals, metrics, cfg.bootstrap, cfg.seed)
+    versus = versus_sft_table(evals, metrics, cfg.bootstrap, cfg.seed)
     curve_png, curve_summary = ppo_curves(run_dir)
     reward = _stage_metrics(run_dir, "reward")
     feedback = _stage_metrics(run_dir, "feedback")
@@ -117,7 +120,7 @@ def _read_inputs(run_dir: Path, cfg: ReportConfig) -> _Inputs:
     domains = domain_table(evals)
     answers = sample_answers(run_dir, evals, cfg.sample_answers, cfg.seed)
     manifest = _optional_json(run_dir / "manifest.json") or {}
-    return _Inputs(run_dir.name, table, deltas, curve_png, curve_summary, reward, feedback, judge, dev, domains,
+    return _Inputs(run_dir.name, table, deltas, versus, curve_png, curve_summary, reward, feedback, judge, dev, domains,
                    answers, manifest)
 
 
@@ -167,6 +170,9 @@ def _render(inputs: _Inputs) -> _Page:
     page.table(inputs.table)
     page.heading("RLAIF - SFT (paired bootstrap, 95% CI)")
     page.table(inputs.deltas)
+    if len(inputs.versus) > 2:  # more rows than RLAIF alone: the baselines RL has to beat
+        page.heading("Every model against SFT (paired bootstrap, 95% CI)")
+        page.table(inputs.versus)
     if inputs.curve_png:
         _ppo_section(page, inputs.curve_png, inputs.curve_summary)
     _captioned(page, inputs.dev)

@@ -72,7 +72,8 @@ def load_evals(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def main_table(evals: dict[str, dict[str, Any]], metrics: list[str]) -> list[list[str]]:
-    order = [n for n in ("sft", "rlaif") if n in evals] + [n for n in evals if n not in ("sft", "rlaif")]
+    first = ("sft", "best_of_4", "best_of_8", "rft", "rlaif")  # the baselines above the method they frame
+    order = [n for n in first if n in evals] + [n for n in evals if n not in first]
     rows = [["model", "n"] + metrics]
     for name in order:
         result = evals[name]
@@ -91,6 +92,27 @@ def delta_table(evals: dict[str, dict[str, Any]], metrics: list[str], n_boot: in
         mean, low, high, n = paired_bootstrap(a, b, n_boot, seed)
         rows.append([metric, fmt(evals["sft"].get(metric)), fmt(evals["rlaif"].get(metric)),
                      f"{100 * mean:+.2f}", f"[{100 * low:+.2f}, {100 * high:+.2f}]", str(n)])
+    return rows
+
+
+def versus_sft_table(evals: dict[str, dict[str, Any]], metrics: list[str], n_boot: int,
+                     seed: int) -> list[list[str]]:
+    """Every row but SFT and the control against SFT on the same items: delta [95% CI] per metric."""
+    rows = [["model"] + [f"{m} - SFT [95% CI]" for m in metrics]]
+    if "sft" not in evals:
+        return rows
+    for name, result in evals.items():
+        if name in ("sft", "reference"):
+            continue
+        cells = []
+        for metric in metrics:
+            a, b = _per_item_values(evals["sft"], metric), _per_item_values(result, metric)
+            if a is None or b is None or not set(a) & set(b):
+                cells.append("–")
+                continue
+            mean, low, high, _ = paired_bootstrap(a, b, n_boot, seed)
+            cells.append(f"{100 * mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]")
+        rows.append([result.get("label") or name] + cells)
     return rows
 
 
