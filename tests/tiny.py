@@ -63,12 +63,15 @@ def save_tiny_causal_lm(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def make_data_dir(out: Path, gorilla_data: Path, max_train: int = 6, max_eval: int = 2) -> Path:
-    """A tiny data-stage output: the first TorchHub training and eval examples (six and two by default)."""
+def make_data_dir(out: Path, gorilla_data: Path, max_train: int = 6, max_eval: int = 2,
+                  dev_fraction: float = 0.0) -> Path:
+    """A tiny data-stage output: the first TorchHub training and eval examples (six and two by default),
+    with no dev set unless asked for (PPO's selection tests ask)."""
     from rlaif_code.data import DataConfig
     from rlaif_code.data import run as run_data
 
-    run_data(DataConfig(hub="th", data=str(gorilla_data), max_train=max_train, max_eval=max_eval, out_dir=str(out)))
+    run_data(DataConfig(hub="th", data=str(gorilla_data), max_train=max_train, max_eval=max_eval,
+                        dev_fraction=dev_fraction, out_dir=str(out)))
     return out
 
 

@@ -165,7 +165,7 @@ def _reward(work: dict[str, Path], processes: int, name: str, *extra: str) -> Pa
     rlaif(processes, "reward", "--base_model", str(work["tiny"]), "--feedback", str(work["feedback"]),
           "--out_dir", str(out), "--max_steps", "2", "--batch_size", str(4 // processes), "--max_length", "256",
           "--learning_rate", str(LR), "--heldout_fraction", "0.25", "--logging_steps", "1", "--report_to", "none",
-          "--seed", "0", "--bf16", "off", *extra)
+          "--seed", "0", "--bf16", "off", "--synthetic_data_dir", str(work["data"]), *extra)
     return out
 
 
@@ -174,7 +174,7 @@ def test_reward_two_processes_make_the_update_of_one(work, reward_one):
     assert_same_update(reward_one, two, work["tiny"])
     m1 = assert_written_once(reward_one, "reward", ("model.safetensors", "config.json"))["metrics"]
     m2 = assert_written_once(two, "reward", ("model.safetensors", "config.json"))["metrics"]
-    assert m1["n_train"] == m2["n_train"] == 12 and m1["global_step"] == m2["global_step"] == 2
+    assert m1["n_train"] == m2["n_train"] == 12 + m1["n_synthetic"] and m1["global_step"] == m2["global_step"] == 2
     assert m2["train_loss"] == pytest.approx(m1["train_loss"], rel=1e-5)
     # The held-out scores come from the same weights.
     assert m2["heldout_roc_auc"] == m1["heldout_roc_auc"]

@@ -20,7 +20,7 @@ from tiny import make_data_dir
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory, gorilla_data: Path) -> Path:
-    return make_data_dir(tmp_path_factory.mktemp("data"), gorilla_data, max_train=20)  # 2 dev prompts
+    return make_data_dir(tmp_path_factory.mktemp("data"), gorilla_data, max_train=20, dev_fraction=0.1)  # 2 dev
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:

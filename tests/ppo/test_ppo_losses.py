@@ -14,6 +14,7 @@ from rlaif_code.ppo.losses import (
     clipped_value_loss,
     explained_variance,
     gae,
+    kl_k3,
     kl_penalized_rewards,
     masked_mean,
     masked_whiten,
@@ -168,3 +169,18 @@ def test_whitening_over_two_processes_equals_whitening_the_whole_batch() -> None
     whole = masked_whiten(values, mask)
     assert torch.allclose(torch.cat([out[0], out[1]]), whole, atol=1e-6)
     assert not torch.allclose(masked_whiten(values[:2], mask[:2]), whole[:2], atol=1e-3)  # local stats differ
+
+
+def test_kl_k3_is_never_negative_and_agrees_with_the_exact_kl_in_expectation() -> None:
+    torch.manual_seed(0)
+    logits_p, logits_ref = torch.randn(5), torch.randn(5)
+    p, ref = torch.softmax(logits_p, 0), torch.softmax(logits_ref, 0)
+    exact = float((p * (p.log() - ref.log())).sum())
+    tokens = torch.multinomial(p, 200_000, replacement=True)  # samples from the policy, as rollouts are
+    logprobs, ref_logprobs = p.log()[tokens][None, :], ref.log()[tokens][None, :]
+    mask = torch.ones_like(logprobs, dtype=torch.bool)
+    k3 = kl_k3(logprobs, ref_logprobs, mask)
+    assert (k3 >= 0).all()
+    assert float(k3.mean()) == pytest.approx(exact, rel=0.02)
+    assert float((logprobs - ref_logprobs).min()) < 0  # the plain estimator dips below zero per token
+    assert (kl_k3(logprobs, ref_logprobs, torch.zeros_like(mask)) == 0).all()  # padding carries nothing

@@ -28,6 +28,7 @@ def feedback_file(tmp_path_factory, gorilla_data):
     """Two answers per example: the reference, and the reference without its api_call line."""
     root = tmp_path_factory.mktemp("feedback")
     assert main(["data", "--hub", "th", "--data", str(gorilla_data), "--max_train", "12", "--max_eval", "4",
+                 "--dev_fraction", "0",
                  "--out_dir", str(root / "data")]) == 0
     rows = []
     for example in read_jsonl(root / "data" / "train.jsonl"):

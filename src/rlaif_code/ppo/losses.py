@@ -54,6 +54,17 @@ def kl_penalized_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, sco
     return rewards, kl
 
 
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(policy || reference) estimates that cannot go negative (B, T): with r = p_ref / p
+    at the sampled token, (r - 1) - log r (Schulman's k3: unbiased like logp - ref_logp, and >= 0).
+
+    The reward keeps logp - ref_logp (its gradient is the KL's); this is what is logged and what the
+    KL budget and the adaptive controller read, so a curve dipping below zero no longer hides drift.
+    """
+    log_ratio = (ref_logprobs - logprobs) * mask.to(logprobs.dtype)  # (B, T)
+    return (torch.expm1(log_ratio) - log_ratio) * mask.to(logprobs.dtype)
+
+
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
         lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over answer tokens -> (advantages, returns), each (B, T).

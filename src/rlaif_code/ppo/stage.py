@@ -51,6 +51,7 @@ from rlaif_code.ppo.losses import (
     clipped_value_loss,
     explained_variance,
     gae,
+    kl_k3,
     kl_penalized_rewards,
     masked_mean,
     masked_whiten,
@@ -218,10 +219,24 @@ def step_metrics(accelerator: Any, stats: dict[str, list[float]], seq_kl: float,
         "step_seconds": step_seconds,
         # CPU time of this process (all its threads): on a shared machine, the work done
         "step_cpu_seconds": time.process_time() - step_cpu_start,
+        # this process's resident memory now and at its peak (Linux): a leak shows as a rising rss_mb
+        "rss_mb": _rss_mb("VmRSS"),
+        "peak_rss_mb": _rss_mb("VmHWM"),
         "rollout_seconds": seconds["rollout"],
         "generate_seconds": seconds["generate"],
         "train_seconds": step_seconds - seconds["rollout"],
     }
+
+
+def _rss_mb(field: str) -> float:
+    """VmRSS / VmHWM of /proc/self/status in MiB; NaN where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 # ---------------------------------------------------------------- the loop
@@ -265,7 +280,7 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
 
             # ---- 4. per-token rewards (KL penalty, score on the last token), advantages, returns
             b_logprobs, b_ref_logprobs, b_values = (x * b_mask for x in (b_logprobs, b_ref_logprobs, b_values))
-            b_rewards, b_kl = kl_penalized_rewards(b_logprobs, b_ref_logprobs, b_scores, b_mask, s.kl_ctl.value)
+            b_rewards, _ = kl_penalized_rewards(b_logprobs, b_ref_logprobs, b_scores, b_mask, s.kl_ctl.value)
             b_advantages, b_returns = gae(b_rewards, b_values, b_mask, cfg.gamma, cfg.lam)  # (B, T) each
             if cfg.whiten_advantages:
                 b_advantages = masked_whiten(b_advantages, b_mask, lambda t: accelerator.reduce(t, "sum"))
@@ -295,7 +310,8 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
                         stats[key].append(value.item())
 
         # ---- 6. KL controller, metrics, checkpoint
-        seq_kl = accelerator.gather(b_kl.sum(1)).mean().item()  # nats per answer, all processes
+        # nats per answer over all processes, with the estimator that cannot go negative
+        seq_kl = accelerator.gather(kl_k3(b_logprobs, b_ref_logprobs, b_mask).sum(1)).mean().item()
         kl_coef_used = s.kl_ctl.value
         s.kl_ctl.update(seq_kl, cfg.batch_size * accelerator.num_processes)
         seconds["step"] = time.perf_counter() - step_start
