@@ -30,16 +30,16 @@ def snippet_verdicts(codes: list[str], settings: ExecSettings, cache: JudgeCache
                          f"sandbox: {err} (or set feedback.tools.exec_env)") from err
     # A verdict depends on the interpreter and the settings, so they are part of the cache key.
     model = f"{settings.tier}|{settings.mode}|{interpreter}|{settings.timeout}|{settings.data}"
-    distinct = sorted({code for code in codes if code.strip()})
-    found = cache.get_many(CACHE_KIND, model, [_key(code) for code in distinct])
-    verdicts = {code: SnippetVerdict(**found[_key(code)]) for code in distinct if _key(code) in found}
-    todo = [code for code in distinct if code not in verdicts]
+    keys = {code: _key(code) for code in sorted({code for code in codes if code.strip()})}
+    found = cache.get_many(CACHE_KIND, model, list(keys.values()))
+    verdicts = {code: SnippetVerdict(**found[key]) for code, key in keys.items() if key in found}
+    todo = [code for code in keys if code not in verdicts]
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
         fresh, _summary = executability(chunk, settings, python=interpreter)
         for code, verdict in zip(chunk, fresh):
-            cache.put(CACHE_KIND, model, _key(code), verdict.to_dict())
+            cache.put(CACHE_KIND, model, keys[code], verdict.to_dict())
             verdicts[code] = verdict
-    return verdicts, {"exec_snippets": len(distinct), "exec_snippets_run": len(todo),
+    return verdicts, {"exec_snippets": len(keys), "exec_snippets_run": len(todo),
                       "exec_pass_rate": (sum(bool(v.run) for v in verdicts.values()) / len(verdicts)
                                          if verdicts else None)}
