@@ -163,7 +163,7 @@ def test_answer_end_helpers():
 
 
 def test_dtype_choice():
-    cpu_auto = torch.bfloat16 if precision.cpu_has_amx_bf16() else torch.float32
+    cpu_auto = torch.bfloat16 if precision.cpu_has_native_bf16() else torch.float32
     assert models.torch_dtype("auto", "cpu") == cpu_auto
     assert models.torch_dtype("bfloat16") == torch.bfloat16
     assert models.torch_dtype("float32", "cuda") == torch.float32

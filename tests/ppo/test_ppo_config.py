@@ -28,11 +28,16 @@ def test_batch_sizes_must_divide():
     ("max_new_tokens", 0), ("max_prompt_tokens", 0), ("save_every", 0), ("log_every", 0), ("keep_checkpoints", 0),
     ("kl_horizon", 0), ("pack_tokens", -1), ("temperature", 0.0), ("top_p", 0.0), ("top_p", 1.5),
     ("kl_coef", -0.1), ("kl_target", 0.0), ("kl_mode", "pid"), ("value_head", "tied"),
-    ("rollout_logprobs", "cached"), ("bf16", False), ("bf16", True),
+    ("rollout_logprobs", "cached"), ("bf16", False), ("bf16", True), ("anchor_coef", -1.0),
 ])
 def test_each_bad_value_is_a_config_error_naming_its_key(key, value):
     with pytest.raises(ConfigError, match=rf"^ppo: '{key}'"):
         PPOConfig(**{key: value})
+
+
+def test_the_anchor_needs_the_data_stages_reference_answers():
+    with pytest.raises(ConfigError, match="'anchor_coef' needs reference answers"):
+        PPOConfig(anchor_coef=0.5, prompts_file="prompts.jsonl")
 
 
 def test_whiten_rewards_needs_two_rollouts():

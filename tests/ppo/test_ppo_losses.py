@@ -184,3 +184,11 @@ def test_kl_k3_is_never_negative_and_agrees_with_the_exact_kl_in_expectation() -
     assert float(k3.mean()) == pytest.approx(exact, rel=0.02)
     assert float((logprobs - ref_logprobs).min()) < 0  # the plain estimator dips below zero per token
     assert (kl_k3(logprobs, ref_logprobs, torch.zeros_like(mask)) == 0).all()  # padding carries nothing
+
+
+def test_anchor_nll_is_the_mean_token_nll_at_temperature_one() -> None:
+    from rlaif_code.ppo.losses import anchor_nll
+
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # p(token 0) = 1/2, then 3/4
+    tokens = torch.tensor([0, 0])
+    assert anchor_nll(logits, tokens).item() == pytest.approx(-(math.log(0.5) + math.log(0.75)) / 2)

@@ -69,6 +69,9 @@ class PPOConfig:
     whiten_rewards: bool = False  # standardise the scores over the (per-process) batch, before the penalties
     whiten_advantages: bool = True  # standardise advantages over the batch's answer tokens
     max_grad_norm: float = 1.0  # gradient clipping
+    # supervised anchor (CodeRL, RLTF, InstructGPT's ptx): this weight x the mean token NLL of the step's
+    # prompts' reference answers (data_dir's train.jsonl `target`) joins every PPO update; 0: off
+    anchor_coef: float = 0.0
     # subtracted from the score of an answer that hit max_new_tokens without an end; None disables
     missing_eos_penalty: float | None = None
     # subtracted from the score of an answer lacking one of Gorilla's five fields; None disables
@@ -113,6 +116,9 @@ class PPOConfig:
         need(self.pack_tokens >= 0, f"'pack_tokens' must be >= 0 (0 = padded rows; got {self.pack_tokens})")
         need(self.temperature > 0, f"'temperature' must be > 0 (PPO needs a sampling policy; got {self.temperature})")
         need(0 < self.top_p <= 1, f"'top_p' must be in (0, 1] (got {self.top_p})")
+        need(self.anchor_coef >= 0, f"'anchor_coef' must be >= 0 (0: no supervised anchor; got {self.anchor_coef})")
+        need(self.anchor_coef == 0 or not self.prompts_file,
+             "'anchor_coef' needs reference answers: data_dir's train.jsonl, not prompts_file")
         need(self.kl_coef >= 0, f"'kl_coef' must be >= 0 (got {self.kl_coef})")
         need(self.kl_target > 0, f"'kl_target' must be > 0 (got {self.kl_target})")
         need(self.kl_budget is None or self.kl_mode == "fixed" or self.kl_budget > self.kl_target,

@@ -114,6 +114,13 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     return loss, clip_fraction
 
 
+def anchor_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The supervised anchor: the mean NLL of reference-answer tokens, logits (n, V) x tokens (n,) -> ().
+
+    At temperature 1, unlike the PPO terms: it is the SFT loss itself, continued."""
+    return -token_logprobs(logits, tokens).mean()
+
+
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     var_returns = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
     residual = returns - values

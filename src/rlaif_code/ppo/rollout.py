@@ -40,6 +40,31 @@ def load_prompts(cfg: PPOConfig) -> list[str]:
     return prompts
 
 
+def load_reference_answers(cfg: PPOConfig, tokenizer: Any) -> dict[str, list[int]]:
+    """prompt -> its reference answer's token ids (the data stage's `target`, then eos): the anchor's data."""
+    path = Path(cfg.data_dir) / "train.jsonl"
+    references: dict[str, list[int]] = {}
+    for lineno, row in iter_jsonl(path):
+        target = row.get("target")
+        if not isinstance(target, str) or not target.strip():
+            raise InputError(f"{path}:{lineno}: missing or empty 'target' field (ppo.anchor_coef needs each "
+                             "prompt's reference answer)")
+        references[row["prompt"]] = tokenizer(target, add_special_tokens=False)["input_ids"] + [
+            tokenizer.eos_token_id]
+    return references
+
+
+def right_pad(sequences: list[list[int]], pad_id: int, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (B, T), mask (B, T)): answers start at column 0, as the rollouts' do."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = True
+    return ids.to(device), mask.to(device)
+
+
 @lru_cache(maxsize=8)
 def _epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     order = list(range(n))

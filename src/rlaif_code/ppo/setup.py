@@ -20,7 +20,7 @@ from rlaif_code.ppo.layout import PolicyWithValue, attention_cost, disable_dropo
 from rlaif_code.ppo.logger import StepLogger
 from rlaif_code.ppo.losses import AdaptiveKLController, FixedKLController, make_kl_controller
 from rlaif_code.ppo.rewards import FeedbackScorer, feedback_scorer
-from rlaif_code.ppo.rollout import Prompts, encode_prompts, load_prompts
+from rlaif_code.ppo.rollout import Prompts, encode_prompts, load_prompts, load_reference_answers
 
 RewardFn = Callable[[list[str], list[str]], "torch.Tensor"]
 
@@ -102,6 +102,7 @@ class Setup:
     selector: DevSelector  # dev-set selection and the KL budget
     feedback: FeedbackScorer | None = None  # the online rubric score (reward_source feedback or model+feedback)
     stopped: tuple[int, str] | None = None  # (step, why) when the KL budget or patience ended the run early
+    references: dict[str, list[int]] | None = None  # prompt -> reference answer ids, for the anchor (anchor_coef)
 
 
 def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
@@ -142,6 +143,7 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
         accelerator.print(f"{cfg.policy}: this architecture ignores packed position ids; using padded rows")
         pack_tokens = 0
     prompts = encode_prompts(prompt_texts, tokenizer, cfg.max_prompt_tokens)
+    references = load_reference_answers(cfg, tokenizer) if cfg.anchor_coef > 0 else None
 
     kl_ctl = make_kl_controller(cfg)
     start_step, selection_state = 0, None
@@ -160,4 +162,4 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
     selector = DevSelector(cfg, dev, selection, out_dir, start_step, accelerator.is_main_process)
     return Setup(accelerator, model, unwrapped, optimizer, ref_policy, tokenizer, reward_fn, reward_model,
                  reward_tokenizer, pack_tokens, pair_cost,
-                 prompts, kl_ctl, start_step, logger, selector, feedback)
+                 prompts, kl_ctl, start_step, logger, selector, feedback, references=references)

@@ -47,6 +47,7 @@ from rlaif_code.ppo.config import PPOConfig
 from rlaif_code.ppo.dev import prune_best, selected_model_dir
 from rlaif_code.ppo.layout import BatchLayout, answer_logits, answer_states
 from rlaif_code.ppo.losses import (
+    anchor_nll,
     clipped_policy_loss,
     clipped_value_loss,
     explained_variance,
@@ -64,6 +65,7 @@ from rlaif_code.ppo.rollout import (
     incomplete_answers,
     left_pad,
     prompt_indices,
+    right_pad,
     rollout_seeds,
     sample_answers,
 )
@@ -188,6 +190,19 @@ def micro_batch_losses(cfg: PPOConfig, accelerator: Any, model: nn.Module, layou
     return pg_loss * weight, pg_stats, vf_loss * weight, vf_clip
 
 
+def anchor_layout(s: Setup, prompts: list[str], queries: torch.Tensor, query_mask: torch.Tensor) -> BatchLayout:
+    """The step's prompts with their reference answers in place of the rollouts (B, P + R)."""
+    refs, ref_mask = right_pad([s.references[p] for p in prompts], s.tokenizer.pad_token_id, queries.device)
+    return BatchLayout(torch.cat([queries, refs], 1), torch.cat([query_mask, ref_mask.long()], 1), queries.shape[1],
+                       refs, ref_mask, s.pack_tokens, s.pair_cost)
+
+
+def micro_batch_anchor(model: nn.Module, layout: BatchLayout, micro_inds: torch.Tensor) -> torch.Tensor:
+    """The supervised anchor of the rows `micro_inds`: their reference answers' mean token NLL."""
+    logits, _ = model(*layout.inputs(micro_inds).as_args())  # (n, V) over reference-answer tokens
+    return anchor_nll(logits, layout.tokens(micro_inds))
+
+
 def step_metrics(accelerator: Any, stats: dict[str, list[float]], seq_kl: float, kl_coef: float,
                  b_raw_scores: torch.Tensor, b_scores: torch.Tensor, b_incomplete: torch.Tensor,
                  b_finished: torch.Tensor, b_lengths: torch.Tensor, b_mask: torch.Tensor, b_entropy: torch.Tensor,
@@ -210,6 +225,7 @@ def step_metrics(accelerator: Any, stats: dict[str, list[float]], seq_kl: float,
         "value_loss": float(np.mean(stats["value_loss"])),
         "value_clip_fraction": float(np.mean(stats["value_clip_fraction"])),
         "grad_norm": float(np.mean(stats["grad_norm"])) if stats["grad_norm"] else 0.0,
+        **({"anchor_nll": float(np.mean(stats["anchor_nll"]))} if stats.get("anchor_nll") else {}),
         "explained_variance": explained_variance(b_values, b_returns, b_mask),
         "response_length": b_lengths.float().mean().item(),
         "incomplete_fraction": accelerator.gather(b_incomplete.float()).mean().item(),
@@ -268,6 +284,7 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
         layout = BatchLayout(b_query_responses, b_attention, queries.shape[1], b_responses, b_mask, s.pack_tokens,
                              s.pair_cost)
         seconds = {"generate": time.perf_counter() - step_start}
+        anchor = anchor_layout(s, b_prompts, queries, query_mask) if s.references is not None else None
 
         # ---- 2. scores: the reward model (or reward_fn) on prompt + answer, less the penalties
         b_raw_scores = score_answers(cfg, s, b_prompts, answers, micro_size)  # (B,)
@@ -298,7 +315,12 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
                     with accelerator.accumulate(model):
                         pg_loss, pg_stats, vf_loss, vf_clip = micro_batch_losses(
                             cfg, accelerator, model, layout, micro_inds, b_logprobs, b_values, b_advantages, b_returns)
-                        accelerator.backward(pg_loss + cfg.vf_coef * vf_loss)
+                        loss = pg_loss + cfg.vf_coef * vf_loss
+                        if anchor is not None:  # the reference answers of the same rows
+                            mb_anchor = micro_batch_anchor(model, anchor, micro_inds)
+                            loss = loss + cfg.anchor_coef * mb_anchor
+                            stats["anchor_nll"].append(mb_anchor.item())
+                        accelerator.backward(loss)
                         if accelerator.sync_gradients:  # the minibatch's last micro-batch
                             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                             stats["grad_norm"].append(float(grad_norm))
