@@ -48,6 +48,10 @@ class PipelineConfig:
     # torch's CPU threads for every stage (None: torch's default, one per core). Float sums are
     # split across threads, so a different count changes the last bits of every figure.
     threads: int | None = None
+    # Iterated RLAIF (Llama 2's rounds): after each PPO round the policy it selected answers the training
+    # prompts, feedback labels the new answers, the reward model is refitted on all labels so far (warm
+    # started from the last one) and PPO continues from the selected model; 1: the paper's single pass
+    rounds: int = 1
     data: DataConfig = field(default_factory=DataConfig)  # `rlaif data`'s settings
     sft: SFTConfig = field(default_factory=SFTConfig)  # `rlaif sft`'s settings (paths are wired)
     sample: SampleConfig = field(default_factory=SampleConfig)  # answers to the training prompts
@@ -59,6 +63,11 @@ class PipelineConfig:
     report: ReportConfig = field(default_factory=ReportConfig)  # `rlaif report`'s settings
 
     def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"rounds: must be >= 1 (got {self.rounds})")
+        if self.rounds > 1 and self.ppo.reward_source == "feedback":
+            raise ConfigError("rounds: a round refits the reward model, and ppo.reward_source: feedback uses none; "
+                              "set ppo.reward_source: model or model+feedback, or rounds: 1")
         if self.ppo.dev_every and not self.data.dev_fraction:
             raise ConfigError("ppo.dev_every selects PPO's checkpoint on dev prompts, which data.dev_fraction: 0 "
                               "leaves out: set data.dev_fraction > 0, or ppo.dev_every: 0 to keep the last step")
@@ -73,10 +82,12 @@ class StageCall:
 
 
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="from_stage", choices=STAGE_ORDER, default=None,
-                        help="rerun this stage and every stage after it")
-    parser.add_argument("--only", dest="only_stage", choices=STAGE_ORDER, default=None,
-                        help="rerun just this stage")
+    # not argparse choices: with `rounds: k` the stages sample-r2 .. ppo-rK exist too (execute checks the name)
+    names = f"{', '.join(STAGE_ORDER)}; with rounds: k also sample-rN, feedback-rN, reward-rN, ppo-rN"
+    parser.add_argument("--from", dest="from_stage", metavar="STAGE", default=None,
+                        help=f"rerun this stage and every stage after it ({names})")
+    parser.add_argument("--only", dest="only_stage", metavar="STAGE", default=None,
+                        help=f"rerun just this stage ({names})")
     parser.add_argument("--force", action="store_true",
                         help="reuse a run directory that another config made")
 
@@ -202,7 +213,10 @@ def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
                       data_dir=str(d["data"]), data=cfg.data.data, prompts_file=None, out_dir=str(d["ppo"]))
     rft_cfg = replace(_with_seed(cfg.rft, seed), base_model=str(d["sft"]),
                       feedback=str(d["feedback"] / "feedback.jsonl"), out_dir=str(d["rft"]))
-    models = {"sft": d["sft"], "rlaif": d["ppo"] / "model", **({"rft": d["rft"] / "model"} if cfg.rft.enabled else {})}
+    rounds = round_calls(cfg, run_dir, sample_cfg, feedback_cfg, reward_cfg, ppo_cfg)
+    final_ppo = Path(rounds[-1].section.out_dir) if rounds else d["ppo"]
+    models = {"sft": d["sft"], **({"rlaif-round1": d["ppo"] / "model"} if rounds else {}),
+              "rlaif": final_ppo / "model", **({"rft": d["rft"] / "model"} if cfg.rft.enabled else {})}
     compare = CompareInputs(data_dir=d["data"], models=models,
                             samples_dir=run_dir / "samples", out_dir=run_dir / "eval", hub=cfg.data.hub,
                             data=cfg.data.data, seed=seed, reward_model=d["reward"])
@@ -215,10 +229,38 @@ def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
         StageCall("reward", reward_cfg, lambda: reward.run(reward_cfg), [d["reward"]]),
         StageCall("rft", rft_cfg, lambda: rft.run(rft_cfg), [d["rft"]]),
         StageCall("ppo", ppo_cfg, lambda: ppo.run(ppo_cfg), [d["ppo"]]),
+        *rounds,
         StageCall("evaluate", cfg.evaluate, lambda: run_comparison(cfg.evaluate, compare),
                   [compare.out_dir, compare.samples_dir]),
         StageCall("report", report_cfg, lambda: _without_deltas(report.run(report_cfg)), [d["report"]]),
     ]
+
+
+def round_calls(cfg: PipelineConfig, run_dir: Path, sample_cfg: Any, feedback_cfg: Any, reward_cfg: Any,
+                ppo_cfg: Any) -> list[StageCall]:
+    """Rounds 2..k: sample-rN, feedback-rN, reward-rN and ppo-rN, in run_dir/roundN/, each a resumable
+    stage of its own (a round that did not finish is never evaluated: evaluate comes after them all)."""
+    from rlaif_code import feedback, ppo, reward, sample
+
+    calls: list[StageCall] = []
+    previous_ppo, previous_reward = Path(ppo_cfg.out_dir), Path(reward_cfg.out_dir)
+    feedback_files = [str(Path(feedback_cfg.out_dir) / "feedback.jsonl")]
+    for k in range(2, cfg.rounds + 1):
+        here = run_dir / f"round{k}"
+        s_cfg = replace(sample_cfg, model=str(previous_ppo / "model"), out_dir=str(here / "sample"),
+                        seed=sample_cfg.seed + k - 1)  # other draws than the rounds before
+        f_cfg = replace(feedback_cfg, samples=str(here / "sample" / "samples.jsonl"), out_dir=str(here / "feedback"))
+        r_cfg = replace(reward_cfg, base_model=str(previous_reward), feedback=str(here / "feedback" / "feedback.jsonl"),
+                        extra_feedback=list(feedback_files), out_dir=str(here / "reward"))
+        p_cfg = replace(ppo_cfg, policy=str(previous_ppo / "model"), reward_model=str(here / "reward"),
+                        out_dir=str(here / "ppo"))
+        calls += [StageCall(f"sample-r{k}", s_cfg, lambda c=s_cfg: sample.run(c), [here / "sample"]),
+                  StageCall(f"feedback-r{k}", f_cfg, lambda c=f_cfg: feedback.run(c), [here / "feedback"]),
+                  StageCall(f"reward-r{k}", r_cfg, lambda c=r_cfg: reward.run(c), [here / "reward"]),
+                  StageCall(f"ppo-r{k}", p_cfg, lambda c=p_cfg: ppo.run(c), [here / "ppo"])]
+        feedback_files.append(f_cfg.out_dir + "/feedback.jsonl")
+        previous_ppo, previous_reward = here / "ppo", here / "reward"
+    return calls
 
 
 def _without_deltas(result: dict[str, Any]) -> dict[str, Any]:

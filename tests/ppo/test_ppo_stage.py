@@ -21,7 +21,7 @@ def test_ppo_learns_a_toy_reward_with_bounded_kl(tiny_cfg, count_e):
     """Reward = number of 'e' in the answer. With kl_coef 0.5 the KL-regularised optimum is
     interior, so the reward must rise while the KL to the reference stays bounded."""
     cfg = tiny_cfg(total_steps=40, batch_size=16, mini_batch_size=8, ppo_epochs=2, max_new_tokens=12,
-                   learning_rate=1e-2, kl_coef=0.5, save_every=40)
+                   learning_rate=1e-2, kl_coef=0.5, kl_mode="fixed", save_every=40)
     result = run(cfg, reward_fn=count_e)
     rows = read_jsonl(Path(cfg.out_dir) / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 41))

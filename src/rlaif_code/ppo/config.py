@@ -32,6 +32,10 @@ class PPOConfig:
     larger under bf16. pack_tokens: architectures that ignore packed position ids fall back to padding.
     """
 
+    # ppo: our loop (ppo/stage.py); grpo, rloo: TRL's GRPOTrainer / RLOOTrainer (ppo/trl_loop.py) with the
+    # same rewards, penalties, dev-set selection, KL budget and outputs
+    algorithm: Literal["ppo", "grpo", "rloo"] = "ppo"
+    group_size: int = 4  # grpo, rloo: answers per prompt that share a baseline (batch_size is a multiple)
     policy: str = "runs/default/sft"  # M_SFT: a model directory (or any name models.resolve_model takes)
     reward_model: str = "runs/default/reward"  # M_reward: the reward stage's output (num_labels=1)
     # model: the reward model's logit (the paper); feedback: the rubric's tool questions asked of each
@@ -116,6 +120,17 @@ class PPOConfig:
         need(self.pack_tokens >= 0, f"'pack_tokens' must be >= 0 (0 = padded rows; got {self.pack_tokens})")
         need(self.temperature > 0, f"'temperature' must be > 0 (PPO needs a sampling policy; got {self.temperature})")
         need(0 < self.top_p <= 1, f"'top_p' must be in (0, 1] (got {self.top_p})")
+        need(self.algorithm in ("ppo", "grpo", "rloo"),
+             f"'algorithm' = {self.algorithm!r} is not one of 'ppo', 'grpo', 'rloo'")
+        if self.algorithm != "ppo":
+            need(self.group_size >= 2, f"'group_size' must be >= 2 for {self.algorithm} (got {self.group_size})")
+            need(self.batch_size % self.group_size == 0,
+                 f"'batch_size' ({self.batch_size}) must be a multiple of 'group_size' ({self.group_size})")
+            need(self.kl_mode == "fixed", f"'kl_mode' must be fixed for {self.algorithm}: TRL's trainer keeps "
+                 "kl_coef (its beta) fixed; the KL budget still applies")
+            for name in ("whiten_rewards", "anchor_coef"):
+                need(not getattr(self, name), f"'{name}' is a PPO-only setting; {self.algorithm} normalises "
+                     "rewards within each group of answers")
         need(self.anchor_coef >= 0, f"'anchor_coef' must be >= 0 (0: no supervised anchor; got {self.anchor_coef})")
         need(self.anchor_coef == 0 or not self.prompts_file,
              "'anchor_coef' needs reference answers: data_dir's train.jsonl, not prompts_file")

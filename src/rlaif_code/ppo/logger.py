@@ -17,6 +17,14 @@ def resumed_appender(path: Path, start_step: int) -> JsonlAppender:
     return JsonlAppender(path)
 
 
+# (key, format) of the console line; a key the loop does not log (TRL's trainers log fewer) is left out
+CONSOLE_FIELDS = [
+    ("reward_mean", "reward {:+.3f}±{reward_std:.3f}"), ("kl", "kl {:.3f}"), ("entropy", "entropy {:.3f}"),
+    ("clip_fraction", "clip {:.3f}"), ("policy_loss", "pg {:+.4f}"), ("value_loss", "vf {:.4f}"),
+    ("explained_variance", "ev {:+.2f}"), ("response_length", "len {:.1f}"), ("tokens_per_s", "{:.0f} tok/s"),
+    ("step_seconds", "{:.2f} s")]
+
+
 class StepLogger:
     """metrics.jsonl (every step), console and TensorBoard (every `log_every` steps); main process only."""
 
@@ -49,11 +57,8 @@ class StepLogger:
             for key, value in metrics.items():
                 self.writer.add_scalar(f"ppo/{key}", value, step)
             self.writer.flush()
-        line = (f"step {step:>5}  reward {metrics['reward_mean']:+.3f}±{metrics['reward_std']:.3f}  "
-                f"kl {metrics['kl']:.3f}  entropy {metrics['entropy']:.3f}  clip {metrics['clip_fraction']:.3f}  "
-                f"pg {metrics['policy_loss']:+.4f}  vf {metrics['value_loss']:.4f}  "
-                f"ev {metrics['explained_variance']:+.2f}  len {metrics['response_length']:.1f}  "
-                f"{metrics['tokens_per_s']:.0f} tok/s  {metrics['step_seconds']:.2f} s")
+        line = f"step {step:>5}  " + "  ".join(
+            fmt.format(metrics[key], **metrics) for key, fmt in CONSOLE_FIELDS if key in metrics)
         if self.console is not None:
             self.console.print(line, highlight=False, soft_wrap=True)
         else:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from rlaif_code.core.artifacts import InputError, iter_jsonl
 
 FeedbackScorer = Callable[[list[str], list[str]], list[float]]
@@ -55,3 +57,27 @@ def feedback_scorer(cfg: Any) -> FeedbackScorer:
         return [score_answers(rubric, tool_answers(ctx, questions)).score for ctx in contexts]
 
     return score
+
+
+def source_scores(cfg: Any, reward_fn: Callable[[list[str], list[str]], Any] | None, reward_model: Any,
+                  reward_tokenizer: Any, feedback: FeedbackScorer | None, prompts: list[str], answers: list[str],
+                  batch_size: int, device: Any, autocast: Callable[[], Any]) -> torch.Tensor:
+    """(B,) float32: `reward_fn(prompts, answers)` when given, else the reward model's logit on
+    prompt + answer, the online rubric score, or the logit + feedback_weight x the score."""
+    if reward_fn is not None:
+        scores = torch.as_tensor(reward_fn(prompts, answers), dtype=torch.float32).to(device).reshape(-1)
+        if scores.shape[0] != len(answers):
+            raise ValueError(f"reward_fn returned {scores.shape[0]} scores for {len(answers)} answers")
+        return scores
+    scores = torch.zeros(len(answers), dtype=torch.float32, device=device)
+    if reward_model is not None:
+        from rlaif_code.reward.model import score_texts
+
+        texts = [p + a for p, a in zip(prompts, answers)]
+        with autocast():
+            scores += torch.tensor(score_texts(reward_model, reward_tokenizer, texts, batch_size),
+                                   dtype=torch.float32, device=device)
+    if feedback is not None:
+        weight = cfg.feedback_weight if reward_model is not None else 1.0
+        scores += weight * torch.tensor(feedback(prompts, answers), dtype=torch.float32, device=device)
+    return scores

@@ -80,6 +80,21 @@ def build_policy(cfg: PPOConfig, device: torch.device, frozen_dtype: torch.dtype
     return PolicyWithValue(policy, value_backbone), tokenizer, ref_policy
 
 
+def load_reward_sources(cfg: PPOConfig, reward_fn: RewardFn | None, tokenizer: Any, device: torch.device,
+                        dtype: torch.dtype, say: Callable[[str], None]) -> tuple[Any, Any, FeedbackScorer | None]:
+    """(reward model, its tokenizer, online feedback scorer) as `reward_source` asks; all None with a reward_fn."""
+    reward_model = reward_tokenizer = feedback = None
+    if reward_fn is None and cfg.reward_source != "model":
+        feedback = feedback_scorer(cfg)
+    if reward_fn is None and cfg.reward_source != "feedback":
+        reward_model, reward_tokenizer, retokenize = load_frozen_reward_model(cfg.reward_model, tokenizer, device,
+                                                                              dtype)
+        if retokenize:
+            say(f"{cfg.reward_model}: its tokenizer differs from the policy's; answers are decoded and "
+                "re-tokenized with the reward model's own tokenizer")
+    return reward_model, reward_tokenizer, feedback
+
+
 @dataclass
 class Setup:
     """Everything the PPO loop needs, built once by `setup`."""
@@ -128,15 +143,8 @@ def setup(cfg: PPOConfig, reward_fn: RewardFn | None) -> Setup:
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
-    reward_model = reward_tokenizer = feedback = None
-    if reward_fn is None and cfg.reward_source != "model":
-        feedback = feedback_scorer(cfg)
-    if reward_fn is None and cfg.reward_source != "feedback":
-        reward_model, reward_tokenizer, retokenize = load_frozen_reward_model(cfg.reward_model, tokenizer, device,
-                                                                              frozen_dtype)
-        if retokenize:
-            accelerator.print(f"{cfg.reward_model}: its tokenizer differs from the policy's; answers are decoded "
-                              "and re-tokenized with the reward model's own tokenizer")
+    reward_model, reward_tokenizer, feedback = load_reward_sources(cfg, reward_fn, tokenizer, device, frozen_dtype,
+                                                                   accelerator.print)
 
     pack_tokens, pair_cost = cfg.pack_tokens, attention_cost(unwrapped.policy.config)
     if pack_tokens and not packing_keeps_sequences_apart(unwrapped.policy):

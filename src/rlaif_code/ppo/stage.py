@@ -59,6 +59,7 @@ from rlaif_code.ppo.losses import (
     token_entropy,
     token_logprobs,
 )
+from rlaif_code.ppo.rewards import source_scores
 from rlaif_code.ppo.rollout import (
     Rollout,
     answer_texts,
@@ -95,26 +96,9 @@ def generate(cfg: PPOConfig, s: Setup, step: int, queries: torch.Tensor, query_m
 
 def score_answers(cfg: PPOConfig, s: Setup, prompts: list[str], answers: list[str],
                   batch_size: int) -> torch.Tensor:
-    """(B,) float32: `reward_fn(prompts, answers)` when given, else by `reward_source`: the reward
-    model's logit on prompt + answer, the online rubric score, or the logit + weight x the score."""
-    device = s.accelerator.device
-    if s.reward_fn is not None:
-        scores = torch.as_tensor(s.reward_fn(prompts, answers), dtype=torch.float32).to(device).reshape(-1)
-        if scores.shape[0] != len(answers):
-            raise ValueError(f"reward_fn returned {scores.shape[0]} scores for {len(answers)} answers")
-        return scores
-    scores = torch.zeros(len(answers), dtype=torch.float32, device=device)
-    if s.reward_model is not None:
-        from rlaif_code.reward.model import score_texts
-
-        texts = [p + a for p, a in zip(prompts, answers)]
-        with s.accelerator.autocast():
-            scores += torch.tensor(score_texts(s.reward_model, s.reward_tokenizer, texts, batch_size),
-                                   dtype=torch.float32, device=device)
-    if s.feedback is not None:
-        weight = cfg.feedback_weight if s.reward_model is not None else 1.0
-        scores += weight * torch.tensor(s.feedback(prompts, answers), dtype=torch.float32, device=device)
-    return scores
+    """(B,) float32: `reward_fn(prompts, answers)` when given, else by `reward_source` (`rewards.source_scores`)."""
+    return source_scores(cfg, s.reward_fn, s.reward_model, s.reward_tokenizer, s.feedback, prompts, answers,
+                         batch_size, s.accelerator.device, s.accelerator.autocast)
 
 
 def penalized_scores(cfg: PPOConfig, accelerator: Any, b_raw_scores: torch.Tensor, b_finished: torch.Tensor,
@@ -407,6 +391,10 @@ def run(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     """Train M_RL from M_SFT with PPO against the reward model (or `reward_fn(prompts, answers) -> scores`)."""
     if (done := finished_result(Path(cfg.out_dir), "ppo", cfg)) is not None:
         return done
+    if cfg.algorithm != "ppo":  # GRPO / RLOO: TRL's trainers on the same rewards, selection and outputs
+        from rlaif_code.ppo.trl_loop import run_trl
+
+        return run_trl(cfg, reward_fn)
     s = setup(cfg, reward_fn)
     history = train(cfg, s)
     return save_final_model(cfg, s, history)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -56,6 +56,8 @@ from rlaif_code.reward.trainer import binary_reward_trainer_class
 class RewardConfig:
     base_model: str = "runs/default/sft"  # M_SFT (any name rlaif_code.core.models.resolve_model takes)
     feedback: str = "runs/default/feedback/feedback.jsonl"  # the feedback stage's file (or its directory)
+    # earlier rounds' feedback files, whose labels join these (iterated RLAIF refits on all labels so far)
+    extra_feedback: list[str] = field(default_factory=list)
     # The data stage's out_dir: its reference answers and their broken variants (reward/probes.py)
     # are trained on and probed with; None: the feedback labels alone, no probes.
     synthetic_data_dir: str | None = "runs/default/data"
@@ -133,7 +135,9 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     if (done := finished_result(out, "reward", cfg)) is not None:
         return done
-    rows, duplicates = drop_duplicates(load_feedback(cfg.feedback, cfg.max_examples))
+    # this round's file first: where an answer recurs, its newest label is the one kept
+    labelled = [row for path in (cfg.feedback, *cfg.extra_feedback) for row in load_feedback(path, cfg.max_examples)]
+    rows, duplicates = drop_duplicates(labelled)
     train_rows, heldout_rows = split_heldout(rows, cfg.heldout_fraction, cfg.seed)
     heldout_groups = {r.group for r in heldout_rows}
     references = probes.load_references(cfg.synthetic_data_dir) if cfg.synthetic_data_dir else []
