@@ -175,6 +175,30 @@ def selected_model_dir(out_dir: Path, selection: Selection, sft_dir: str) -> Pat
     return path
 
 
+def write_outputs(cfg: Any, out_dir: Path, selection: Selection | None, last_policy: Any, tokenizer: Any,
+                  result: dict[str, Any]) -> dict[str, Any]:
+    """`model/` carrying the config, then stage.json: the dev-best weights (best/step-NNNNNN, or the SFT
+    model itself when step 0 won) under a selection, else `last_policy` (LoRA merged). Main process only."""
+    import os
+
+    from rlaif_code.core.artifacts import write_stage_record
+    from rlaif_code.core.models import resolve_model, save_model
+
+    model_dir, tmp = out_dir / "model", out_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if selection is None:
+        save_model(last_policy, tokenizer, tmp)
+    else:
+        source = selected_model_dir(out_dir, selection, resolve_model(cfg.policy))
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("stage.json", "checkpoints", "tb"))
+    write_stage_record(tmp, "ppo", cfg, metrics=result)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(tmp, model_dir)
+    result["model_dir"] = str(model_dir)
+    write_stage_record(out_dir, "ppo", cfg, metrics=result, outputs=["metrics.jsonl"])
+    return result
+
+
 class DevSelector:
     """What the PPO loop asks after each step: is it a dev step, is it the best, must PPO stop?"""
 

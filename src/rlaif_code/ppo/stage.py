@@ -30,8 +30,6 @@ from its own share of the prompts; gradients are averaged by Accelerate.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,10 +39,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rlaif_code.core.artifacts import finished_result, write_stage_record
+from rlaif_code.core.artifacts import finished_result
 from rlaif_code.ppo.checkpoint import save_checkpoint
 from rlaif_code.ppo.config import PPOConfig
-from rlaif_code.ppo.dev import prune_best, selected_model_dir
+from rlaif_code.ppo.dev import prune_best, write_outputs
 from rlaif_code.ppo.layout import BatchLayout, answer_logits, answer_states
 from rlaif_code.ppo.losses import (
     anchor_nll,
@@ -345,7 +343,6 @@ def train(cfg: PPOConfig, s: Setup) -> list[dict[str, float]]:
 
 def save_final_model(cfg: PPOConfig, s: Setup, history: list[dict[str, float]]) -> dict[str, Any]:
     """The policy as a plain model directory (LoRA merged) carrying the config; then stage.json."""
-    from rlaif_code.core.models import save_model
 
     selection = s.selector.selection
     last_step = s.stopped[0] if s.stopped else cfg.total_steps
@@ -368,21 +365,8 @@ def save_final_model(cfg: PPOConfig, s: Setup, history: list[dict[str, float]]) 
     accelerator = s.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        model_dir = out_dir / "model"
-        tmp = out_dir / ".model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        if s.selector.dev is None:
-            save_model(accelerator.unwrap_model(s.model).policy, s.tokenizer, tmp)
-        else:  # the dev-best weights: best/step-NNNNNN, or the SFT model itself when step 0 won
-            from rlaif_code.core.models import resolve_model
-
-            source = selected_model_dir(out_dir, selection, resolve_model(cfg.policy))
-            shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("stage.json", "checkpoints", "tb"))
-        write_stage_record(tmp, "ppo", cfg, metrics=result)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        os.replace(tmp, model_dir)
-        result["model_dir"] = str(model_dir)
-        write_stage_record(out_dir, "ppo", cfg, metrics=result, outputs=["metrics.jsonl"])
+        write_outputs(cfg, out_dir, selection if s.selector.dev is not None else None,
+                      accelerator.unwrap_model(s.model).policy, s.tokenizer, result)
     accelerator.wait_for_everyone()
     return result
 

@@ -20,18 +20,16 @@ selection state beside it (`selection.json`), so a killed run continues its sele
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rlaif_code.core.artifacts import InputError, atomic_write_json, claim_run, write_stage_record
+from rlaif_code.core.artifacts import InputError, atomic_write_json, claim_run
 from rlaif_code.core.training import use_bf16
 from rlaif_code.ppo.config import PPOConfig
-from rlaif_code.ppo.dev import DevSelector, Selection, load_dev_set, prune_best, selected_model_dir
+from rlaif_code.ppo.dev import DevSelector, Selection, load_dev_set, prune_best, write_outputs
 from rlaif_code.ppo.logger import StepLogger
 from rlaif_code.ppo.rewards import source_scores
 from rlaif_code.ppo.rollout import encode_prompts, incomplete_answers, load_prompts
@@ -59,8 +57,6 @@ def updates_per_step(cfg: PPOConfig) -> int:
 
 
 def trainer_config(cfg: PPOConfig, config_class: type) -> Any:
-    import torch as _torch
-
     return config_class(
         output_dir=str(Path(cfg.out_dir) / TRL_DIR),
         max_steps=cfg.total_steps * updates_per_step(cfg),
@@ -78,7 +74,7 @@ def trainer_config(cfg: PPOConfig, config_class: type) -> Any:
         max_grad_norm=cfg.max_grad_norm,
         lr_scheduler_type="constant",
         bf16=use_bf16(cfg.bf16),
-        use_cpu=not _torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=updates_per_step(cfg),
@@ -95,13 +91,12 @@ def reward_function(cfg: PPOConfig, reward_fn: RewardFn | None, tokenizer: Any) 
     """TRL's reward function: our score of each (prompt, answer), less the penalties."""
     from contextlib import nullcontext
 
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where TRL trains
     reward_model, reward_tokenizer, feedback = load_reward_sources(
-        cfg, reward_fn, tokenizer, torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda"),
-        torch.bfloat16 if use_bf16(cfg.bf16) else torch.float32, print)
+        cfg, reward_fn, tokenizer, device, torch.bfloat16 if use_bf16(cfg.bf16) else torch.float32, print)
     eos = tokenizer.eos_token_id
 
     def score(prompts: list[str], completions: list[str], completion_ids: list[list[int]], **_: Any) -> list[float]:
-        device = next(reward_model.parameters()).device if reward_model is not None else torch.device("cpu")
         scores = source_scores(cfg, reward_fn, reward_model, reward_tokenizer, feedback, prompts, completions,
                                cfg.mini_batch_size, device, nullcontext).cpu()
         if cfg.missing_eos_penalty is not None:
@@ -181,7 +176,7 @@ def run_trl(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]
     """GRPO or RLOO from M_SFT with PPO's rewards and selection; the stage's outputs as PPO writes them."""
     from datasets import Dataset
 
-    from rlaif_code.core.models import load_causal_lm, resolve_model
+    from rlaif_code.core.models import load_causal_lm
 
     config_class, trainer_class = trl_classes(cfg.algorithm)
     out_dir = Path(cfg.out_dir)
@@ -223,19 +218,6 @@ def run_trl(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]
         "prompts_too_long": prompts.too_long,
         "kl_coef": cfg.kl_coef,
     }
-    model_dir, tmp = out_dir / "model", out_dir / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if selector.dev is None:
-        from rlaif_code.core.models import save_model
-
-        trained = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
-        save_model(trained, tokenizer, tmp)
-    else:
-        source = selected_model_dir(out_dir, selector.selection, resolve_model(cfg.policy))
-        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("stage.json", "checkpoints", "tb"))
-    write_stage_record(tmp, "ppo", cfg, metrics=result)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
-    result["model_dir"] = str(model_dir)
-    write_stage_record(out_dir, "ppo", cfg, metrics=result, outputs=["metrics.jsonl"])
+    write_outputs(cfg, out_dir, selector.selection if selector.dev is not None else None, trainer.model, tokenizer,
+                  result)
     return result
