@@ -50,7 +50,7 @@ def test_help_shows_type_default_choices_and_negations(capsys):
         cli.main(["eval", "--help"])
     out = capsys.readouterr().out
     shown = " ".join(out.split())
-    assert "--hub {hf,tf,th}" in shown
+    assert "--hub {hf,tf,th,custom}" in shown
     assert "--exec, --no-exec" in shown and "(bool, default: false)" in shown
     assert "--responses FILE" in shown and "(str, required)" in shown
     assert "(int, default: 2)" in shown  # exec_workers
@@ -83,7 +83,7 @@ def test_a_bad_choice_is_argparse_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["eval", "--responses", "a.jsonl", "--hub", "xx"])
     assert exit_info.value.code == 2
-    assert "argument --hub: invalid choice: 'xx' (choose from 'hf', 'tf', 'th')" in capsys.readouterr().err
+    assert "argument --hub: invalid choice: 'xx' (choose from 'hf', 'tf', 'th', 'custom')" in capsys.readouterr().err
 
 
 def test_a_value_given_to_a_boolean_flag_is_argparse_error(capsys):

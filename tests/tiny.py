@@ -160,3 +160,64 @@ def save_tiny_reward_model(path: Path, tokenizer=None, seed: int = 1) -> Path:
     LlamaForSequenceClassification(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+# A user's own API database, invented: Acme's model zoo and SDK (hub `custom`). Two detectors of one
+# domain (so "correct" and "exact" differ), a torch.hub model, a keyword-argument SDK call and an
+# SDK call without arguments (matched by its name).
+CUSTOM_APIS = [
+    {"domain": "Computer Vision Object Detection", "framework": "Acme Vision", "functionality": "Object Detection",
+     "api_name": "acme/widget-detector", "api_call": "AutoModel.from_pretrained('acme/widget-detector')",
+     "api_arguments": ["pretrained_model_name_or_path"], "python_environment_requirements": ["transformers"],
+     "example_code": "from transformers import AutoModel\nmodel = AutoModel.from_pretrained('acme/widget-detector')",
+     "description": "Finds widgets in photos of factory conveyor belts. Trained on Acme's line cameras."},
+    {"domain": "Computer Vision Object Detection", "framework": "Acme Vision", "functionality": "Object Detection",
+     "api_name": "acme/gadget-detector", "api_call": "AutoModel.from_pretrained('acme/gadget-detector')",
+     "api_arguments": [], "python_environment_requirements": "transformers", "example_code": "",
+     "description": "Finds gadgets in warehouse shelf photos."},
+    {"domain": "Audio Speech Recognition", "framework": "Acme Audio", "functionality": "Speech Recognition",
+     "api_name": "acme/ears", "api_call": "torch.hub.load('acme/zoo', 'ears', pretrained=True)",
+     "api_arguments": {"pretrained": "bool"}, "python_environment_requirements": {"torch": ">=2.0"},
+     "example_code": ["import torch", "model = torch.hub.load('acme/zoo', 'ears', pretrained=True)"],
+     "description": "Transcribes spoken commands on the factory floor."},
+    {"domain": "Tabular Forecasting", "framework": "Acme SDK", "functionality": "Demand Forecasting",
+     "api_name": "acme_sdk.Forecaster", "api_call": "acme_sdk.Forecaster(horizon=7, region='eu')",
+     "api_arguments": "horizon, region", "python_environment_requirements": "acme_sdk", "example_code": None,
+     "description": "Forecasts daily widget demand per sales region."},
+    {"domain": "Tabular Forecasting", "framework": "Acme SDK", "functionality": "Model Listing",
+     "api_name": "acme_sdk.list_models", "api_call": "acme_sdk.list_models()", "api_arguments": [],
+     "python_environment_requirements": ["acme_sdk"], "example_code": "import acme_sdk\nprint(acme_sdk.list_models())",
+     "description": "Lists the forecasting models your account can use."},
+]
+
+# Hand-made eval items for CUSTOM_APIS, without Gorilla's api_data: the loader finds each API by its api_call.
+CUSTOM_EVAL = [
+    ("Spot every widget in this conveyor camera frame.", 0, "from transformers import AutoModel\n"
+     "model = AutoModel.from_pretrained('acme/widget-detector')\nboxes = model(image)"),
+    ("Turn what the operator says into text.", 2, "import torch\n"
+     "model = torch.hub.load('acme/zoo', 'ears', pretrained=True)\ntext = model(audio)"),
+    ("How many widgets will the EU shops sell next week?", 3, "import acme_sdk\n"
+     "forecast = acme_sdk.Forecaster(horizon=7, region='eu')"),
+    ("Which forecasting models may I use?", 4, "import acme_sdk\nprint(acme_sdk.list_models())"),
+]
+
+
+def custom_answer(api: dict[str, Any], code: str, explanation: str = "1. Call it. 2. Use it.") -> str:
+    from rlaif_code.data.parse import format_answer
+
+    return format_answer({"domain": api["domain"], "api_call": api["api_call"], "provider": api["framework"],
+                          "explanation": explanation, "code": code})
+
+
+def write_custom_hub(root: Path) -> tuple[Path, Path]:
+    """(API database, eval examples file) of the invented Acme hub, written under `root`."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    api_db, eval_file = root / "acme_api.jsonl", root / "acme_eval.jsonl"
+    api_db.write_text("".join(json.dumps(api) + "\n" for api in CUSTOM_APIS))
+    rows = [{"code": f"###Instruction: {instruction}\n###Output: {custom_answer(CUSTOM_APIS[i], code)}",
+             "api_call": CUSTOM_APIS[i]["api_call"], "provider": CUSTOM_APIS[i]["framework"]}
+            for instruction, i, code in CUSTOM_EVAL]
+    eval_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return api_db, eval_file

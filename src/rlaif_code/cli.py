@@ -33,6 +33,7 @@ from rlaif_code.core.registry import RegistryError
 # stage name -> (module, config class, help). Modules are imported only when used so
 # that `rlaif eval` does not pay for importing torch and transformers.
 STAGES: dict[str, tuple[str, str, str]] = {
+    "synth": ("rlaif_code.synth", "SynthConfig", "training examples made from an API database"),
     "data": ("rlaif_code.data", "DataConfig", "select, split and prompt APIBench examples"),
     "sft": ("rlaif_code.sft", "SFTConfig", "supervised fine-tuning (M_SFT)"),
     "sample": ("rlaif_code.sample", "SampleConfig", "generate answers with a model"),

@@ -1,4 +1,4 @@
-"""`rlaif run --config FILE`: data -> sft -> sample -> feedback -> reward -> ppo -> evaluate -> report.
+"""`rlaif run --config FILE`: [synth ->] data -> sft -> sample -> feedback -> reward -> ppo -> evaluate -> report.
 
 One YAML file holds a section per stage (each section is that stage's own config
 dataclass); the pipeline owns every path, so a section never names its inputs or
@@ -27,7 +27,9 @@ from typing import Any, Callable
 
 from rlaif_code.core.artifacts import InputError, atomic_write_json, content_inputs, file_sha256, read_json
 from rlaif_code.core.config import ConfigError, to_dict
+from rlaif_code.core.fields import added_field
 from rlaif_code.data import DataConfig
+from rlaif_code.data.apibench import CUSTOM_HUB
 from rlaif_code.evaluate.compare import CompareInputs, EvaluateSection, run_comparison
 from rlaif_code.feedback import FeedbackConfig
 from rlaif_code.ppo import PPOConfig
@@ -36,9 +38,10 @@ from rlaif_code.reward import RewardConfig
 from rlaif_code.sample import SampleConfig
 from rlaif_code.sft import SFTConfig
 from rlaif_code.sft.rft import RFTConfig
+from rlaif_code.synth import SynthConfig
 
 # rft before ppo: the fingerprints chain stage to stage, and PPO's settings change more often than RFT's
-STAGE_ORDER = ("data", "sft", "sample", "feedback", "reward", "rft", "ppo", "evaluate", "report")
+STAGE_ORDER = ("synth", "data", "sft", "sample", "feedback", "reward", "rft", "ppo", "evaluate", "report")
 
 
 @dataclass
@@ -52,6 +55,9 @@ class PipelineConfig:
     # prompts, feedback labels the new answers, the reward model is refitted on all labels so far (warm
     # started from the last one) and PPO continues from the selected model; 1: the paper's single pass
     rounds: int = 1
+    # `rlaif synth`'s settings: training examples made from the API database (enabled: false, the default: no
+    # synth stage, the run as before); hub, data, api_db and eval_file are the data section's
+    synth: SynthConfig = added_field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)  # `rlaif data`'s settings
     sft: SFTConfig = field(default_factory=SFTConfig)  # `rlaif sft`'s settings (paths are wired)
     sample: SampleConfig = field(default_factory=SampleConfig)  # answers to the training prompts
@@ -68,6 +74,9 @@ class PipelineConfig:
         if self.rounds > 1 and self.ppo.reward_source == "feedback":
             raise ConfigError("rounds: a round refits the reward model, and ppo.reward_source: feedback uses none; "
                               "set ppo.reward_source: model or model+feedback, or rounds: 1")
+        if self.data.hub == CUSTOM_HUB and (self.ppo.dev_every or self.ppo.reward_source != "model"):
+            raise ConfigError("data.hub: custom is not yet wired into PPO's dev selection and feedback rewards "
+                              "(they read Gorilla's API databases): set ppo.dev_every: 0 and ppo.reward_source: model")
         if self.ppo.dev_every and not self.data.dev_fraction:
             raise ConfigError("ppo.dev_every selects PPO's checkpoint on dev prompts, which data.dev_fraction: 0 "
                               "leaves out: set data.dev_fraction > 0, or ppo.dev_every: 0 to keep the last step")
@@ -192,19 +201,24 @@ def _with_seed(section: Any, seed: int) -> Any:
 
 def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
     """The method's stages in order, each with its inputs and outputs wired inside `run_dir`."""
-    from rlaif_code import data, feedback, ppo, report, reward, sample, sft
+    from rlaif_code import data, feedback, ppo, report, reward, sample, sft, synth
     from rlaif_code.sft import rft
 
     seed = cfg.seed
     d = {name: run_dir / name for name in STAGE_ORDER}
-    data_cfg = replace(_with_seed(cfg.data, seed), out_dir=str(d["data"]))
+    synth_cfg = replace(_with_seed(cfg.synth, seed), hub=cfg.data.hub, data=cfg.data.data, api_db=cfg.data.api_db,
+                        eval_file=cfg.data.eval_file, out_dir=str(d["synth"]),
+                        cache_path=cfg.synth.cache_path or str(run_dir / "cache" / "synth.sqlite"))
+    extra = [str(d["synth"] / "synth.jsonl")] if cfg.synth.enabled else []
+    data_cfg = replace(_with_seed(cfg.data, seed), out_dir=str(d["data"]),
+                       extra_train_files=[*cfg.data.extra_train_files, *extra])
     sft_cfg = replace(_with_seed(cfg.sft, seed), data_dir=str(d["data"]), out_dir=str(d["sft"]))
     sample_cfg = replace(_with_seed(cfg.sample, seed), model=str(d["sft"]), data_dir=str(d["data"]),
                          split="train", input_file=None, out_dir=str(d["sample"]))
     # The judge cache lives outside the stage's directory: a rerun of feedback after a
     # change upstream must not throw away answers that were paid for.
     feedback_cfg = replace(cfg.feedback, samples=str(d["sample"] / "samples.jsonl"), data_dir=str(d["data"]),
-                           data=cfg.data.data, out_dir=str(d["feedback"]),
+                           data=cfg.data.data, api_db=cfg.data.api_db, out_dir=str(d["feedback"]),
                            cache_path=cfg.feedback.cache_path or str(run_dir / "cache" / "judge.sqlite"))
     reward_cfg = replace(_with_seed(cfg.reward, seed), base_model=str(d["sft"]),
                          feedback=str(d["feedback"] / "feedback.jsonl"), out_dir=str(d["reward"]),
@@ -219,9 +233,13 @@ def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
               "rlaif": final_ppo / "model", **({"rft": d["rft"] / "model"} if cfg.rft.enabled else {})}
     compare = CompareInputs(data_dir=d["data"], models=models,
                             samples_dir=run_dir / "samples", out_dir=run_dir / "eval", hub=cfg.data.hub,
-                            data=cfg.data.data, seed=seed, reward_model=d["reward"])
+                            data=cfg.data.data, seed=seed, reward_model=d["reward"], api_db=cfg.data.api_db)
     report_cfg = replace(cfg.report, run_dir=str(run_dir), out_dir=str(d["report"]))
+    # Absent unless enabled: the data stage's fingerprint then chains from nothing, as before synth existed.
+    synth_call = ([StageCall("synth", synth_cfg, lambda: synth.run(synth_cfg), [d["synth"]])]
+                  if cfg.synth.enabled else [])
     return [
+        *synth_call,
         StageCall("data", data_cfg, lambda: data.run(data_cfg), [d["data"]]),
         StageCall("sft", sft_cfg, lambda: sft.run(sft_cfg), [d["sft"]]),
         StageCall("sample", sample_cfg, lambda: sample.run(sample_cfg), [d["sample"]]),

@@ -30,6 +30,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from rlaif_code.core.fields import holds_default
+
 T = TypeVar("T")
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -178,7 +180,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
     def convert(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)
+                    if not (f.metadata.get("omit_default") and holds_default(value, f))}
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, (list, tuple)):

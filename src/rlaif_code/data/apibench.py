@@ -1,4 +1,4 @@
-"""APIBench records for the three hubs: the API database and the example files.
+"""APIBench records for the three hubs, or a user's own (`custom`): the API database and the example files.
 
 HuggingFace and TensorFlow examples hold Gorilla's training text
 (`###Instruction: ...\n###Output: <<<domain>>>: ...`). TorchHub's hold a
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif_code.core.artifacts import InputError, iter_jsonl
+from rlaif_code.data.api_db import api_index, find_api, read_api_db
 from rlaif_code.data.parse import FIELDS, parse_output
 from rlaif_code.data.source import HUBS, DataSource
 
@@ -25,9 +26,22 @@ EVAL_FILES = {"hf": "apibench/huggingface_eval.json", "tf": "apibench/tensorflow
               "th": "apibench/torchhub_eval.json"}
 
 
+# A user's own API database (`api_db`) and example files: no files of its own in Gorilla's data.
+CUSTOM_HUB = "custom"
+HUB_CHOICES = (*HUBS, CUSTOM_HUB)
+
+
 def check_hub(hub: str) -> str:
-    if hub not in HUBS:
-        raise InputError(f"unknown hub '{hub}' (choose one of {', '.join(HUBS)})")
+    if hub not in HUB_CHOICES:
+        raise InputError(f"unknown hub '{hub}' (choose one of {', '.join(HUB_CHOICES)})")
+    return hub
+
+
+def _gorilla_hub(hub: str, what: str) -> str:
+    if check_hub(hub) == CUSTOM_HUB:
+        raise InputError(f"hub '{CUSTOM_HUB}' has no {what} in Gorilla's data: "
+                         + ("set api_db to your API database file" if what == "API database"
+                            else "set eval_file (and train_file or extra_train_files) to your example files"))
     return hub
 
 
@@ -60,14 +74,12 @@ class Example:
         return {name: getattr(self, name) for name in FIELDS}
 
 
-def load_api_database(source: DataSource, hub: str) -> list[dict[str, Any]]:
-    path = source.path(API_FILES[check_hub(hub)])
-    rows = []
-    for lineno, row in iter_jsonl(path):
-        if not isinstance(row.get("api_call"), str):
-            raise InputError(f"{path}:{lineno}: API entry has no string 'api_call'")
-        rows.append(row)
-    return rows
+def load_api_database(source: DataSource, hub: str, api_db: str | Path | None = None) -> list[dict[str, Any]]:
+    """`api_db` (a user's file, for any hub) or else the hub's own database from Gorilla's data."""
+    if api_db:
+        check_hub(hub)
+        return read_api_db(api_db)
+    return read_api_db(source.path(API_FILES[_gorilla_hub(hub, "API database")]), calls_must_parse=False)
 
 
 _INSTRUCTION_RE = re.compile(r"###\s*Instruction\s*:\s*(.*?)\s*(?=###\s*Output\s*:|$)", re.S)
@@ -108,7 +120,8 @@ def _unquote(value: str) -> str:
     return value.replace("\\'", "'").replace('\\"', '"')
 
 
-def _example_from_row(row: dict[str, Any], *, hub: str, path: Path, lineno: int) -> Example:
+def _example_from_row(row: dict[str, Any], *, hub: str, path: Path, lineno: int,
+                      apis: dict[str, dict[str, Any]] | None = None) -> Example:
     text = row.get("code")
     if not isinstance(text, str):
         raise InputError(f"{path}:{lineno}: row has no string 'code' field")
@@ -123,6 +136,8 @@ def _example_from_row(row: dict[str, Any], *, hub: str, path: Path, lineno: int)
         raise InputError(f"{path}:{lineno}: cannot parse 'code': no instruction found")
     parsed = parse_output(output)
     api_data = row.get("api_data") if isinstance(row.get("api_data"), dict) else {}
+    if not api_data and apis is not None:
+        api_data = _api_of(row, parsed.fields["api_call"], apis, f"{path}:{lineno}")
     # Some rows answer in prose or omit fields; fill from the row's own metadata so every
     # example has a usable target, and remember that it was filled.
     fallback = {
@@ -145,18 +160,31 @@ def _example_from_row(row: dict[str, Any], *, hub: str, path: Path, lineno: int)
     )
 
 
-def load_examples(path: str | Path, hub: str) -> list[Example]:
+def _api_of(row: dict[str, Any], answer_call: str, apis: dict[str, dict[str, Any]], where: str) -> dict[str, Any]:
+    """The database document of a row written without Gorilla's `api_data`, found by its api_call."""
+    call = row.get("api_call") if isinstance(row.get("api_call"), str) else answer_call
+    found = find_api(apis, call) if call else None
+    if found is None:
+        raise InputError(f"{where}: field 'api_data' is missing and the api_call {call!r:.100} is no API of "
+                         "the API database (give api_data, or an api_call as the database writes it)")
+    return found
+
+
+def load_examples(path: str | Path, hub: str, api_database: list[dict[str, Any]] | None = None) -> list[Example]:
+    """Examples of one file; with `api_database`, a row without `api_data` gets its API's document."""
     path = Path(path)
     check_hub(hub)
-    return [_example_from_row(row, hub=hub, path=path, lineno=lineno) for lineno, row in iter_jsonl(path)]
+    apis = api_index(api_database) if api_database is not None else None
+    return [_example_from_row(row, hub=hub, path=path, lineno=lineno, apis=apis)
+            for lineno, row in iter_jsonl(path)]
 
 
 def load_eval_examples(source: DataSource, hub: str) -> list[Example]:
-    return load_examples(source.path(EVAL_FILES[check_hub(hub)]), hub)
+    return load_examples(source.path(EVAL_FILES[_gorilla_hub(hub, "eval file")]), hub)
 
 
 def load_train_examples(source: DataSource, hub: str) -> list[Example]:
-    return load_examples(source.path(TRAIN_FILES[check_hub(hub)]), hub)
+    return load_examples(source.path(TRAIN_FILES[_gorilla_hub(hub, "training file")]), hub)
 
 
 def split_pool(examples: list[Example], eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:

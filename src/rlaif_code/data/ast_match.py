@@ -17,6 +17,14 @@ figures must agree with theirs on Gorilla's own answers:
   of arguments mentioning `repo_or_dir` or `model`.
 * Outcome: hallucination when nothing matches, correct when the matched API has the
   domain of the question's reference API, else error.
+
+A user's own database (hub `custom`) is matched by hf's rule, the strictest of the three and
+the one that fits any call: every argument of the database api_call must appear in the answer's
+call, positional ones as written and keyword ones by their value (quotes stripped), so
+`client.get_model('resnet', version='2')` needs both 'resnet' and '2'. One thing is ours: an
+API whose call takes no argument (`sdk.list_models()`) matches an answer that calls that very
+function, where Gorilla's scripts would never match it. As in hf, an answer with no
+`api_call` field is parsed whole.
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ def _text(node) -> str:
     return node.text.decode("utf-8", errors="replace")
 
 
+HUB_RULES = ("hf", "tf", "th", "custom")
+
+
 def extract_api_call(text: str, hub: str) -> str | None:
     """The answer's api_call as Gorilla's scripts cut it; None where th would count an error."""
     pieces = text.split("api_call")
@@ -69,7 +80,7 @@ def subtrees(root) -> list[tuple[Any, str | None]]:
 
 def _wants_value(hub: str, arg_text: str) -> bool | None:
     """True: take the keyword's value; False: take the whole argument; None: ignore it."""
-    if hub == "hf":
+    if hub in ("hf", "custom"):
         return True if "=" in arg_text else (None if arg_text in _PUNCTUATION else False)
     if hub == "tf":
         if "model=" in arg_text or "model =" in arg_text:
@@ -83,6 +94,7 @@ class ApiPattern:
     index: int  # position in the API database
     name: str  # the called function's text, e.g. "AutoModel.from_pretrained"
     args: tuple[str, ...]  # required argument texts, quotes stripped
+    needs_name: bool = False  # an argument-less custom API: the answer must call this very function
 
 
 def api_pattern(api_call: str, hub: str, index: int = -1) -> ApiPattern | None:
@@ -108,7 +120,7 @@ def api_pattern(api_call: str, hub: str, index: int = -1) -> ApiPattern | None:
             else:
                 args.append(child_text)
     if not args:
-        return None
+        return ApiPattern(index=index, name=name, args=(), needs_name=True) if hub == "custom" else None
     return ApiPattern(index=index, name=name, args=tuple(a.lstrip("'").rstrip("'") for a in args))
 
 
@@ -124,6 +136,8 @@ class AnswerTree:
         self._fallback = _text(self.nodes[-1][0])
 
     def matches(self, pattern: ApiPattern) -> bool:
+        if pattern.needs_name and pattern.name not in self._first_by_name:
+            return False
         text = self._first_by_name.get(pattern.name, self._fallback)
         return all(arg in text for arg in pattern.args)
 
@@ -138,7 +152,7 @@ class AstResult:
 
 class AstMatcher:
     def __init__(self, api_database: list[dict[str, Any]], hub: str) -> None:
-        if hub not in ("hf", "tf", "th"):
+        if hub not in HUB_RULES:
             raise ValueError(f"unknown hub '{hub}'")
         self.hub = hub
         self.api_database = api_database

@@ -62,6 +62,7 @@ class CompareInputs:
     data: str | None  # Gorilla data dir
     seed: int
     reward_model: Path | None = None  # the reward model best-of-n picks with (None: no best-of-n rows)
+    api_db: str | None = None  # a user's API database (hub custom); None: the hub's own
 
 
 def reference_answers(eval_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -113,7 +114,7 @@ def run_comparison(section: EvaluateSection, inputs: CompareInputs) -> dict[str,
     """Score every row; returns the headline figures of each, by row name."""
     eval_rows = read_jsonl(inputs.data_dir / "eval.jsonl")
     score = replace(section.score, hub=inputs.hub, data=inputs.data, eval_set=str(inputs.data_dir / "eval.jsonl"),
-                    show_table=True)
+                    show_table=True, api_db=inputs.api_db)
     figures: dict[str, Any] = {}
 
     def score_file(name: str, label: str, responses: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from rlaif_code.core.artifacts import InputError, atomic_write_json, iter_jsonl
 from rlaif_code.core.config import check, check_at_least, to_dict
+from rlaif_code.core.fields import added_field
 from rlaif_code.data.apibench import Example, load_api_database, load_eval_examples
 from rlaif_code.data.parse import parse_output
 from rlaif_code.data.source import DataSource
@@ -29,10 +30,13 @@ HEADLINE = ("accuracy", "hallucination", "error", "exact_match", "rouge", "codeb
 
 @dataclass
 class EvalConfig:
-    hub: Literal["hf", "tf", "th"] = "hf"  # APIBench hub the answers are for: hf, tf (TensorFlow Hub), th (TorchHub)
+    # APIBench hub the answers are for: hf, tf (TensorFlow Hub), th (TorchHub), custom (your api_db and eval_set)
+    hub: Literal["hf", "tf", "th", "custom"] = "hf"
     # The answers JSONL: Gorilla's format (question_id, text) or the sample stage's (example_id, text).
     responses: str = field(default="", metadata={"required": True, "metavar": "FILE"})
     data: str | None = None  # Gorilla data dir; None: $RLAIF_DATA, else the download cache
+    # your API database (answers are matched against it, hermetic runs know its ids); None: the hub's own
+    api_db: str | None = added_field(None)
     eval_set: str | None = None  # a data stage's eval.jsonl; default: the hub's whole eval file
     out: str | None = None  # where the result JSON is written; None: not written
     # Metrics to compute, by name: ast (accuracy, hallucination, error), rouge, codebleu.
@@ -54,6 +58,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_at_least(self, 1, "exec_workers")
         check(self.exec_timeout > 0, "exec_timeout", f"must be positive, got {self.exec_timeout!r}")
+        if self.hub == "custom":  # no eval file or database of its own in Gorilla's data
+            check(bool(self.api_db), "api_db", "must be set for hub custom (your API database file)")
+            check(bool(self.eval_set), "eval_set", "must be set for hub custom (the data stage's eval.jsonl)")
 
 
 def load_eval_set(cfg: EvalConfig, source: DataSource) -> list[Example]:
@@ -118,14 +125,14 @@ def _per_domain(items: list[EvalItem], per_item: dict[str, list[Any]]) -> dict[s
 
 def exec_settings(cfg: EvalConfig) -> ExecSettings:
     return ExecSettings(tier=cfg.exec_tier, mode=cfg.exec_mode, workers=cfg.exec_workers, env=cfg.exec_env,
-                        timeout=cfg.exec_timeout, data=cfg.data)
+                        timeout=cfg.exec_timeout, data=cfg.data, api_db=cfg.api_db)
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     source = DataSource.resolve(cfg.data)
     examples = load_eval_set(cfg, source)
     items = load_items(cfg, examples)
-    ctx = EvalContext(hub=cfg.hub, api_database=load_api_database(source, cfg.hub),
+    ctx = EvalContext(hub=cfg.hub, api_database=load_api_database(source, cfg.hub, cfg.api_db),
                       exec_settings=exec_settings(cfg))
     summary: dict[str, Any] = {"n": len(items)}
     per_item: dict[str, list[Any]] = {}

@@ -32,24 +32,26 @@ class ToolsConfig:
         check(self.exec_timeout > 0, "exec_timeout", f"must be positive, got {self.exec_timeout!r}")
 
 
-def matchers_for(samples: list[Sample], rubric_checks: set[str], data: str | None) -> dict[str, Any]:
-    """One AstMatcher per hub the samples use, if any question needs the API database."""
+def matchers_for(samples: list[Sample], rubric_checks: set[str], data: str | None,
+                 api_db: str | None = None) -> dict[str, Any]:
+    """One AstMatcher per hub the samples use, if any question needs the API database (`api_db`: a user's
+    database, which replaces every hub's)."""
     if not rubric_checks & API_CHECKS:
         return {}
     hubs = sorted({str(s.reference.get("hub") or "") for s in samples})
     if "" in hubs:
         raise InputError("a data row has no 'hub'; API checks need it to pick the API database")
-    return {hub: _matcher(hub, data) for hub in hubs}
+    return {hub: _matcher(hub, data, api_db) for hub in hubs}
 
 
 @lru_cache(maxsize=8)
-def _matcher(hub: str, data: str | None) -> Any:
+def _matcher(hub: str, data: str | None, api_db: str | None = None) -> Any:
     # built once per process: PPO's online feedback reward checks every step's rollouts
     from rlaif_code.data.apibench import load_api_database
     from rlaif_code.data.ast_match import AstMatcher
     from rlaif_code.data.source import DataSource
 
-    return AstMatcher(load_api_database(DataSource.resolve(data), hub), hub)
+    return AstMatcher(load_api_database(DataSource.resolve(data), hub, api_db), hub)
 
 
 def task_fit(matchers: dict[str, Any], top_k: int) -> dict[str, Any]:
@@ -65,11 +67,12 @@ def task_fit(matchers: dict[str, Any], top_k: int) -> dict[str, Any]:
 
 
 def tool_contexts(samples: list[Sample], questions: list[Question], data: str | None, tools: ToolsConfig,
-                  cache: JudgeCache | None) -> tuple[list[ToolContext], dict[str, Any]]:
+                  cache: JudgeCache | None, api_db: str | None = None) -> tuple[list[ToolContext], dict[str, Any]]:
     """One context per sample, with what `questions`' checks need computed for all samples at once
-    (`cache`: where `executes` keeps its verdicts; needed only when a question uses it)."""
+    (`cache`: where `executes` keeps its verdicts; needed only when a question uses it; `api_db`: a user's
+    API database, for the API checks and the ids hermetic execution knows)."""
     checks = {q.by for q in questions}
-    matchers = matchers_for(samples, checks, data)
+    matchers = matchers_for(samples, checks, data, api_db)
     fits = task_fit(matchers, tools.fit_top_k) if "api_fits_task" in checks else {}
     resolver = ModuleResolver(tools.python_executable)
     contexts = [ToolContext(text=s.row["text"], fields=s.fields, reference=s.reference,
@@ -85,7 +88,7 @@ def tool_contexts(samples: list[Sample], questions: list[Question], data: str | 
         from rlaif_code.sandbox.verdicts import ExecSettings
 
         settings = ExecSettings(tier="run", mode=tools.exec_mode, workers=tools.exec_workers, env=tools.exec_env,
-                                timeout=tools.exec_timeout, data=data)
+                                timeout=tools.exec_timeout, data=data, api_db=api_db)
         if cache is None:
             raise ValueError("the executes check keeps its verdicts in the judge cache: pass one")
         verdicts, stats = snippet_verdicts([ctx.code for ctx in contexts], settings, cache, executes[0].id)

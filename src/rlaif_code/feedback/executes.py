@@ -30,6 +30,8 @@ def snippet_verdicts(codes: list[str], settings: ExecSettings, cache: JudgeCache
                          f"sandbox: {err} (or set feedback.tools.exec_env)") from err
     # A verdict depends on the interpreter and the settings, so they are part of the cache key.
     model = f"{settings.tier}|{settings.mode}|{interpreter}|{settings.timeout}|{settings.data}"
+    if settings.api_db:  # appended only when set, so verdicts cached before api_db existed stay found
+        model += f"|{settings.api_db}"
     keys = {code: _key(code) for code in sorted({code for code in codes if code.strip()})}
     found = cache.get_many(CACHE_KIND, model, list(keys.values()))
     verdicts = {code: SnippetVerdict(**found[key]) for code, key in keys.items() if key in found}

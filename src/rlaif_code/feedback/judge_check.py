@@ -39,6 +39,7 @@ from rlaif_code.core.artifacts import (
     write_stage_record,
 )
 from rlaif_code.core.config import check_at_least
+from rlaif_code.core.fields import added_field
 from rlaif_code.feedback.checking import ToolsConfig, tool_answers, tool_contexts
 from rlaif_code.feedback.inputs import load_references, load_samples
 from rlaif_code.feedback.judges import make_judge
@@ -55,6 +56,7 @@ class JudgeCheckConfig:
     samples: str = "runs/default/sample/samples.jsonl"  # the answers to draw from: the sample stage's samples.jsonl
     data_dir: str = "runs/default/data"  # the data stage's output: train.jsonl / eval.jsonl
     data: str | None = None  # Gorilla data (API databases); None: $RLAIF_DATA, else the download cache
+    api_db: str | None = added_field(None)  # your API database (hub custom); None: the hubs' own
     rubric: str | None = None  # its tool questions are the ones checked; None: judge_check_rubric.yaml
     questions: list[str] = field(default_factory=list)  # a subset of those question ids; empty: all
     judge: str = "openai"  # the LLM judge to check: openai or hf
@@ -148,7 +150,7 @@ def run(cfg: JudgeCheckConfig) -> dict[str, Any]:
 
     cache = cache_for(cfg)
     try:
-        contexts, _exec_stats = tool_contexts(samples, questions, cfg.data, cfg.tools, cache)
+        contexts, _exec_stats = tool_contexts(samples, questions, cfg.data, cfg.tools, cache, cfg.api_db)
         truths = [tool_answers(ctx, questions) for ctx in contexts]
         judged = llm_answers(judge, cache, samples, questions, cfg.judge_sees_reference)
     finally:

@@ -42,6 +42,7 @@ from rlaif_code.core.artifacts import (
     write_stage_record,
 )
 from rlaif_code.core.config import check_at_least, check_fraction
+from rlaif_code.core.fields import added_field
 from rlaif_code.feedback.cache import JudgeCache
 from rlaif_code.feedback.checking import ToolsConfig, tool_answers, tool_contexts
 from rlaif_code.feedback.inputs import Sample, load_references, load_samples
@@ -65,6 +66,7 @@ class FeedbackConfig:
     samples: str = "runs/default/sample/samples.jsonl"  # the answers to judge: the sample stage's samples.jsonl
     data_dir: str = "runs/default/data"  # the data stage's output: train.jsonl / eval.jsonl
     data: str | None = None  # Gorilla data (API databases); None: $RLAIF_DATA, else the download cache
+    api_db: str | None = added_field(None)  # your API database (hub custom); None: the hubs' own
     rubric: str | None = None  # rubric YAML file; None: the packaged default rubric
     judge: str = "tools"  # who answers `llm` questions: tools (nobody), openai, hf
     openai: OpenAIJudgeConfig = field(default_factory=OpenAIJudgeConfig)  # the openai judge (any compatible server)
@@ -190,7 +192,8 @@ def run(cfg: FeedbackConfig) -> dict[str, Any]:
     cache = cache_for(cfg) if judge.asks_llm and rubric.llm_questions else None
     exec_cache = cache_for(cfg) if any(q.by == "executes" for q in rubric.questions) else None
     try:
-        contexts, exec_stats = tool_contexts(samples, rubric.tool_questions, cfg.data, cfg.tools, exec_cache)
+        contexts, exec_stats = tool_contexts(samples, rubric.tool_questions, cfg.data, cfg.tools, exec_cache,
+                                             cfg.api_db)
         tool_results = [tool_answers(ctx, rubric.tool_questions) for ctx in contexts]
         llm_results = llm_answers(judge, cache, samples, rubric.llm_questions, cfg.judge_sees_reference)
     finally:

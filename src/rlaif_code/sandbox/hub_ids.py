@@ -4,6 +4,12 @@ Hugging Face: every entry's `api_name` plus each quoted string in its `api_call`
 `example_code` that looks like a repository id. TorchHub: repository -> model names
 from `torch.hub.load(...)` calls. TensorFlow Hub: every tfhub.dev / kaggle model URL.
 The result is JSON-ready and is handed to the sandbox as a file.
+
+With a user's own database (`api_db`, any hub), hermetic mode knows that database's ids
+alone, read by all three rules at once: its Hugging Face-style ids (`api_name`s and quoted
+repository ids), its `torch.hub.load` repositories and models, its TF Hub / Kaggle URLs. So a
+snippet loading a model of the user's zoo gets a stand-in, and one loading an id the user's
+documentation never mentions fails as it would for real, APIBench's ids included.
 """
 
 from __future__ import annotations
@@ -59,11 +65,18 @@ def tfhub_ids(database: list[dict[str, Any]]) -> set[str]:
     return urls
 
 
-def known_hub_ids(source: DataSource | None = None) -> dict[str, Any]:
-    """{"hf": [ids], "th": {repo: [models]}, "tf": [urls]} from the three API databases."""
-    source = source or DataSource.resolve(None)
+def _known(hf: list[dict[str, Any]], th: list[dict[str, Any]], tf: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "hf": sorted(hf_ids(load_api_database(source, "hf"))),
-        "th": {repo: sorted(models) for repo, models in sorted(torchhub_ids(load_api_database(source, "th")).items())},
-        "tf": sorted(tfhub_ids(load_api_database(source, "tf"))),
+        "hf": sorted(hf_ids(hf)),
+        "th": {repo: sorted(models) for repo, models in sorted(torchhub_ids(th).items())},
+        "tf": sorted(tfhub_ids(tf)),
     }
+
+
+def known_hub_ids(source: DataSource | None = None, api_db: str | None = None) -> dict[str, Any]:
+    """{"hf": [ids], "th": {repo: [models]}, "tf": [urls]} from the three API databases, or from `api_db` alone."""
+    source = source or DataSource.resolve(None)
+    if api_db:
+        database = load_api_database(source, "custom", api_db)
+        return _known(database, database, database)
+    return _known(load_api_database(source, "hf"), load_api_database(source, "th"), load_api_database(source, "tf"))

@@ -28,6 +28,9 @@ class ExecSettings:
     env: str | None  # exec env dir; None: $RLAIF_EXEC_ENV, else ~/.cache/rlaif-code/exec-env
     timeout: float  # wall-clock seconds per snippet
     data: str | None  # Gorilla data dir (the ids hermetic mode knows); None: $RLAIF_DATA
+    # a user's API database, whose ids alone hermetic mode then knows; None: Gorilla's three. A default,
+    # unlike the rest: the callers that predate it (PPO's dev selection) know no user database.
+    api_db: str | None = None
 
 
 # Verdicts by (snippet, settings) for the life of the process. The files of one run share their
@@ -44,9 +47,10 @@ def executability(codes: list[str], settings: ExecSettings,
         from rlaif_code.data.source import DataSource
         from rlaif_code.sandbox.hub_ids import known_hub_ids
 
-        known = known_hub_ids(DataSource.resolve(settings.data))
+        known = known_hub_ids(DataSource.resolve(settings.data), settings.api_db)
     interpreter = Path(python) if python else find_exec_python(settings.env)
-    key = (settings.tier, settings.mode, str(interpreter), str(settings.timeout), str(settings.data))
+    key = (settings.tier, settings.mode, str(interpreter), str(settings.timeout), str(settings.data),
+           str(settings.api_db))
     todo = sorted({code for code in codes if (code, key) not in _VERDICTS})
     # The one explicit opt-in to running without a sandbox from the command line.
     unsandboxed = os.environ.get("RLAIF_EXEC_ALLOW_UNSANDBOXED") == "1"

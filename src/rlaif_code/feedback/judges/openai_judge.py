@@ -63,12 +63,18 @@ LOCAL_PLACEHOLDER_KEY = "sk-no-key-needed"
 
 
 @dataclass
-class OpenAIJudgeConfig:
+class OpenAIServer:
+    """Which OpenAI-compatible server and model, and its key: shared by every client of the server."""
+
     base_url: str | None = None  # None: $OPENAI_BASE_URL, else api.openai.com
     model: str = "gpt-3.5-turbo"  # the model the server is asked for
     # None: the variable named by api_key_env (preferred); a key set here shows as *** in records.
     api_key: str | None = None
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the API key
+
+
+@dataclass
+class OpenAIJudgeConfig(OpenAIServer):
     # auto: read P(yes) from the first token's logprobs when the server returns them, else the
     # text; logprobs: insist on them (a reply without is read as text, and counted); text: never ask.
     answer_mode: Literal["auto", "logprobs", "text"] = "auto"
