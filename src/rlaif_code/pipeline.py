@@ -29,7 +29,6 @@ from rlaif_code.core.artifacts import InputError, atomic_write_json, content_inp
 from rlaif_code.core.config import ConfigError, to_dict
 from rlaif_code.core.fields import added_field
 from rlaif_code.data import DataConfig
-from rlaif_code.data.apibench import CUSTOM_HUB
 from rlaif_code.evaluate.compare import CompareInputs, EvaluateSection, run_comparison
 from rlaif_code.feedback import FeedbackConfig
 from rlaif_code.ppo import PPOConfig
@@ -74,9 +73,6 @@ class PipelineConfig:
         if self.rounds > 1 and self.ppo.reward_source == "feedback":
             raise ConfigError("rounds: a round refits the reward model, and ppo.reward_source: feedback uses none; "
                               "set ppo.reward_source: model or model+feedback, or rounds: 1")
-        if self.data.hub == CUSTOM_HUB and (self.ppo.dev_every or self.ppo.reward_source != "model"):
-            raise ConfigError("data.hub: custom is not yet wired into PPO's dev selection and feedback rewards "
-                              "(they read Gorilla's API databases): set ppo.dev_every: 0 and ppo.reward_source: model")
         if self.ppo.dev_every and not self.data.dev_fraction:
             raise ConfigError("ppo.dev_every selects PPO's checkpoint on dev prompts, which data.dev_fraction: 0 "
                               "leaves out: set data.dev_fraction > 0, or ppo.dev_every: 0 to keep the last step")
@@ -129,6 +125,18 @@ def machine(threads: int | None) -> dict[str, Any]:
     return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def peak_rss_mib() -> float:
+    """The largest resident memory of this process (and of its finished children, such as sandboxed
+    snippets) so far. A process that runs several stages reports the running maximum, so a stage's own
+    peak is exact under `--only` (one stage per process), an upper bound otherwise."""
+    import resource
+    import sys
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    peaks = [resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return round(max(peaks) * scale / 2**20, 1)
 
 
 def fingerprint(section: Any, previous: str) -> str:
@@ -224,7 +232,8 @@ def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
                          feedback=str(d["feedback"] / "feedback.jsonl"), out_dir=str(d["reward"]),
                          synthetic_data_dir=str(d["data"]) if cfg.reward.synthetic_data_dir else None)
     ppo_cfg = replace(_with_seed(cfg.ppo, seed), policy=str(d["sft"]), reward_model=str(d["reward"]),
-                      data_dir=str(d["data"]), data=cfg.data.data, prompts_file=None, out_dir=str(d["ppo"]))
+                      data_dir=str(d["data"]), data=cfg.data.data, api_db=cfg.data.api_db, prompts_file=None,
+                      out_dir=str(d["ppo"]))
     rft_cfg = replace(_with_seed(cfg.rft, seed), base_model=str(d["sft"]),
                       feedback=str(d["feedback"] / "feedback.jsonl"), out_dir=str(d["rft"]))
     rounds = round_calls(cfg, run_dir, sample_cfg, feedback_cfg, reward_cfg, ppo_cfg)
@@ -326,7 +335,8 @@ def execute(stages: list[StageCall], manifest: Manifest, *, from_stage: str | No
             manifest.mark(name, status="failed", seconds=round(time.perf_counter() - started, 1))
             raise
         seconds = round(time.perf_counter() - started, 1)
-        manifest.mark(name, status="done", seconds=seconds, outputs=_outputs(stage.owned),
+        manifest.mark(name, status="done", seconds=seconds, peak_rss_mib=peak_rss_mib(),
+                      outputs=_outputs(stage.owned),
                       metrics=metrics if isinstance(metrics, dict) else {})
         results[name] = {"seconds": seconds}
         console.print(f"{name}: done in {seconds:.1f} s")

@@ -25,6 +25,8 @@ def test_every_stage_runs_then_a_rerun_skips_and_a_changed_section_reruns_downst
         "data", "sft", "sample", "feedback", "reward", "rft", "ppo", "evaluate", "report"]
     assert manifest["seed"] == 1 and manifest["versions"]["torch"]
     assert manifest["machine"]["torch_threads"] >= 1 and manifest["machine"]["cpu_count"] >= 1
+    # each stage's wall time and peak memory, for the results tables (a model's weights alone exceed 1 MiB)
+    assert all(e["seconds"] >= 0 and e["peak_rss_mib"] > 1 for e in manifest["stages"].values())
     # the baselines RL has to beat are scored on the same items: best-of-n, Gorilla-7B's released answers
     for name in ("sft", "rlaif", "reference", "best_of_4", "best_of_8", "rft", "gorilla_ft_0_shot"):
         result = json.loads((run_dir / "eval" / f"{name}.json").read_text())
@@ -72,6 +74,9 @@ def test_shipped_configs_load_and_are_consistent(name):
     assert cfg.sft.model in DEFAULT_MODELS or cfg.sft.model.count("/") <= 1
     assert cfg.feedback.judge in JUDGES
     load_rubric(cfg.feedback.rubric)  # None is the packaged default
+    # rubric paths in shipped configs are relative to the checkout, where `rlaif run` is started
+    if cfg.ppo.feedback_rubric:
+        assert load_rubric(REPO_ROOT / cfg.ppo.feedback_rubric).tool_questions
     # Eval answers are greedy, one per item; TorchHub answers need ~130 tokens, so no budget cuts them off.
     assert cfg.evaluate.sample.temperature == 0.0 and cfg.evaluate.sample.num_samples == 1
     assert cfg.ppo.batch_size % cfg.ppo.mini_batch_size == 0

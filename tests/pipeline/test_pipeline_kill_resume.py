@@ -23,7 +23,7 @@ from tiny import REPO_ROOT, tiny_pipeline_config
 
 STAGES = ("data", "sft", "sample", "feedback", "reward", "rft", "ppo", "evaluate", "report")
 # timings, and memory, which depends on what the process did before (a resumed process did less)
-TIMING_KEYS = ("seconds", "wall_time_s", "tokens_per_s", "finished_at", "started", "rss_mb")
+TIMING_KEYS = ("seconds", "wall_time_s", "tokens_per_s", "finished_at", "started", "rss_mb", "rss_mib")
 # Small batches and more PPO steps stretch sampling and PPO, so a kill lands mid-stage there.
 SECTIONS = {"sample": {"batch_size": 1}, "ppo": {"total_steps": 4, "save_every": 1}}
 

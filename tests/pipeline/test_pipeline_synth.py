@@ -28,10 +28,14 @@ def test_disabled_synth_leaves_the_run_as_it_was(tmp_path: Path) -> None:
     assert "api_db" in to_dict(DataConfig(hub="custom", api_db="x", eval_file="e", extra_train_files=["t"]))
 
 
-def test_hub_custom_is_refused_where_ppo_would_need_gorillas_databases() -> None:
+def test_hub_custom_reaches_ppos_dev_selection_and_feedback_rewards(tmp_path: Path) -> None:
     data = DataConfig(hub="custom", api_db="db.jsonl", eval_file="e.jsonl", extra_train_files=["t.jsonl"])
-    with pytest.raises(ConfigError, match="ppo.dev_every: 0 and ppo.reward_source: model"):
-        PipelineConfig(data=data)
+    cfg = PipelineConfig(data=data, ppo=PPOConfig(dev_every=5, reward_source="model+feedback"))
+    def ppo_section(cfg: PipelineConfig) -> PPOConfig:
+        return next(call.section for call in stage_calls(cfg, tmp_path) if call.name == "ppo")
+
+    assert ppo_section(cfg).api_db == "db.jsonl"
+    assert "api_db" not in to_dict(ppo_section(PipelineConfig()))  # unset: stored as before it existed
 
 
 def test_enabled_synth_runs_first_and_feeds_the_data_stage(tmp_path: Path) -> None:

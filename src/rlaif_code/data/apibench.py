@@ -74,11 +74,14 @@ class Example:
         return {name: getattr(self, name) for name in FIELDS}
 
 
-def load_api_database(source: DataSource, hub: str, api_db: str | Path | None = None) -> list[dict[str, Any]]:
-    """`api_db` (a user's file, for any hub) or else the hub's own database from Gorilla's data."""
+def load_api_database(source: DataSource | None, hub: str, api_db: str | Path | None = None) -> list[dict[str, Any]]:
+    """`api_db` (a user's file, for any hub; `source` may then be None) or else the hub's own database from
+    Gorilla's data."""
     if api_db:
         check_hub(hub)
         return read_api_db(api_db)
+    if source is None:
+        raise ValueError("load_api_database: no api_db and no Gorilla data source")
     return read_api_db(source.path(API_FILES[_gorilla_hub(hub, "API database")]), calls_must_parse=False)
 
 

@@ -51,7 +51,8 @@ def _matcher(hub: str, data: str | None, api_db: str | None = None) -> Any:
     from rlaif_code.data.ast_match import AstMatcher
     from rlaif_code.data.source import DataSource
 
-    return AstMatcher(load_api_database(DataSource.resolve(data), hub, api_db), hub)
+    source = None if api_db else DataSource.resolve(data)  # a user's database needs no Gorilla data
+    return AstMatcher(load_api_database(source, hub, api_db), hub)
 
 
 def task_fit(matchers: dict[str, Any], top_k: int) -> dict[str, Any]:

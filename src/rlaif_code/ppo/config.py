@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from rlaif_code.core.config import ConfigError
+from rlaif_code.core.fields import added_field
 from rlaif_code.core.models import LoraSettings
 from rlaif_code.core.training import Bf16
 
@@ -45,6 +46,9 @@ class PPOConfig:
     feedback_weight: float = 1.0  # model+feedback: the rubric score's weight beside the logit
     data_dir: str = "runs/default/data"  # a data stage output; its train.jsonl prompts are the PPO prompts
     data: str | None = None  # Gorilla data (the API database dev answers are matched in); None: $RLAIF_DATA
+    # your API database (data.api_db, wired by `rlaif run`): dev answers and feedback rewards are matched in it
+    # and hermetic execution stands in for its ids; None: the hub's own database from Gorilla's data
+    api_db: str | None = added_field(None)
     prompts_file: str | None = None  # or a JSONL with a "prompt" field per line (overrides data_dir)
     out_dir: str = "runs/default/ppo"  # metrics, checkpoints and the final model go here
     total_steps: int = 200  # PPO iterations

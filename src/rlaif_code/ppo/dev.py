@@ -51,7 +51,8 @@ def load_dev_set(cfg: Any) -> DevSet | None:
     hubs = sorted({str(row.get("hub")) for row in rows})
     if not rows or len(hubs) != 1:
         raise InputError(f"{path}: expected dev prompts of one hub, found {len(rows)} rows of hubs {hubs}")
-    matcher = AstMatcher(load_api_database(DataSource.resolve(cfg.data), hubs[0]), hubs[0])
+    source = None if cfg.api_db else DataSource.resolve(cfg.data)  # a user's database needs no Gorilla data
+    matcher = AstMatcher(load_api_database(source, hubs[0], cfg.api_db), hubs[0])
     return DevSet([row["prompt"] for row in rows], [row.get("reference_api") or {} for row in rows], matcher)
 
 
@@ -84,7 +85,7 @@ def exec_rate(codes: list[str], cfg: Any) -> float:
     from rlaif_code.sandbox.verdicts import ExecSettings, executability
 
     settings = ExecSettings(tier=cfg.dev_exec_tier, mode="hermetic", workers=2, env=cfg.dev_exec_env,
-                            timeout=60.0, data=cfg.data)
+                            timeout=60.0, data=cfg.data, api_db=cfg.api_db)
     verdicts, _ = executability([extract_code(code) for code in codes], settings)
     return sum(bool(getattr(v, cfg.dev_exec_tier)) for v in verdicts) / len(verdicts)
 

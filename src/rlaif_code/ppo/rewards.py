@@ -53,7 +53,7 @@ def feedback_scorer(cfg: Any) -> FeedbackScorer:
         samples = [Sample(row={"example_id": references[p].get("example_id"), "sample_id": i, "text": a},
                           lineno=i + 1, fields=parse_output(a).fields, reference=references[p])
                    for i, (p, a) in enumerate(zip(prompts, answers))]
-        contexts, _ = tool_contexts(samples, questions, cfg.data, tools, cache)
+        contexts, _ = tool_contexts(samples, questions, cfg.data, tools, cache, cfg.api_db)
         return [score_answers(rubric, tool_answers(ctx, questions)).score for ctx in contexts]
 
     return score

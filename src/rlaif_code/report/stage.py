@@ -190,6 +190,8 @@ def _render(inputs: _Inputs) -> _Page:
         _answers_section(page, inputs.answers)
     if inputs.manifest:
         page.heading("Stages")
+        page.text("Wall time and peak resident memory of each stage on the machine of the manifest (a process "
+                  "that ran several stages reports its running maximum).")
         page.table(stages_table(inputs.manifest))
     return page
 

@@ -132,8 +132,9 @@ def domain_table(evals: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 def stages_table(manifest: dict[str, Any]) -> list[list[str]]:
     stages = manifest.get("stages", {})
-    return [["stage", "status", "seconds"]] + [[s, str(v.get("status")), num(v.get("seconds"))]
-                                               for s, v in stages.items()]
+    # peak_rss_mib: absent from manifests written before it was recorded
+    return [["stage", "status", "seconds", "peak memory (MiB)"]] + [
+        [s, str(v.get("status")), num(v.get("seconds")), num(v.get("peak_rss_mib"))] for s, v in stages.items()]
 
 
 def sample_answers(run_dir: Path, evals: dict[str, dict[str, Any]], count: int, seed: int) -> list[dict[str, str]]:
