@@ -37,6 +37,23 @@ def test_trl_algorithms_learn_a_toy_reward_with_dev_selection(tiny_cfg, count_e,
     assert run(cfg, reward_fn=count_e)["skipped"]
 
 
+def test_a_stopped_trl_run_resumes_from_its_checkpoint_and_selection(tiny_cfg, count_e, data_dir: Path) -> None:
+    """A run stopped after step 1 (as a kill after its checkpoint leaves it) continues at step 2 with
+    the dev log and the best-so-far it had, instead of starting over."""
+    settings = dict(algorithm="rloo", kl_mode="fixed", data_dir=str(data_dir), prompts_file=None, batch_size=4,
+                    mini_batch_size=2, group_size=2, dev_every=1, save_every=1, max_new_tokens=6)
+    first = run(tiny_cfg(total_steps=1, **settings), reward_fn=count_e)
+    assert first["steps"] == 1
+    cfg = tiny_cfg(total_steps=2, **settings)  # total_steps may change on resume (PPOConfig.RESUMABLE)
+    result = run(cfg, reward_fn=count_e)
+    out = Path(cfg.out_dir)
+    assert result["resumed_from_step"] == 1
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+    dev = read_jsonl(out / "dev.jsonl")
+    assert [r["step"] for r in dev] == [0, 1, 2]
+    assert result["selected_step"] == max(dev, key=lambda r: (r["exact_match"], -r["step"]))["step"]
+
+
 def test_the_kl_budget_stops_a_trl_run(tiny_cfg, count_e, data_dir: Path) -> None:
     cfg = tiny_cfg(algorithm="grpo", kl_mode="fixed", kl_budget=1e-9, kl_target=1e-10, data_dir=str(data_dir),
                    prompts_file=None, total_steps=3, batch_size=4, mini_batch_size=2, group_size=2, dev_every=0,
