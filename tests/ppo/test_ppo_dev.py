@@ -106,6 +106,29 @@ def test_the_dev_best_step_is_the_output_and_a_resume_continues_the_selection(ti
     assert [r["step"] for r in read_jsonl(out / "dev.jsonl")] == [0, 1, 2, 3, 4]
 
 
+def test_collapse_is_measured_against_the_sft_models_own_favourite(tiny_cfg, count_e, data_dir: Path,
+                                                                   monkeypatch) -> None:
+    """The full TorchHub run's SFT model sent 67% of its greedy dev answers to one API: that is where RL
+    starts, not a collapse (step 0 stays eligible); a step that concentrates further is one."""
+    shares = {0: 0.67, 1: 0.7, 2: 0.9}  # step 1 within the margin of step 0, step 2 beyond it
+    exact = {0: 0.1, 1: 0.2, 2: 0.5}
+    calls: list[int] = []
+
+    def scripted(policy, tokenizer, dev_set, cfg):
+        step = len(calls)
+        calls.append(step)
+        return {"exact_match": exact[step], "accuracy": 0.0, "hallucination": 0.0, "incomplete_fraction": 0.0,
+                "mean_tokens": 1.0, "distinct_api_calls": 2, "reference_distinct_api_calls": 9,
+                "top_api_call_share": shares[step], "collapse": True}  # answer_metrics' absolute signal
+
+    monkeypatch.setattr(dev, "evaluate_policy", scripted)
+    cfg = tiny_cfg(dev_every=1, data_dir=str(data_dir), total_steps=2, save_every=1)
+    result = run(cfg, count_e)
+    rows = read_jsonl(Path(cfg.out_dir) / "dev.jsonl")
+    assert [r["collapse"] for r in rows] == [False, False, True]
+    assert result["selected_step"] == 1  # step 2 scored best but collapsed
+
+
 def test_the_kl_budget_stops_ppo_and_says_so(tiny_cfg, count_e, data_dir: Path) -> None:
     cfg = tiny_cfg(dev_every=5, data_dir=str(data_dir), total_steps=4, kl_mode="fixed", kl_budget=1e-9,
                    learning_rate=1e-2)

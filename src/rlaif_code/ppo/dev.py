@@ -26,6 +26,10 @@ from rlaif_code.data.parse import FIELDS, parse_output
 BEST = "best"
 # most dev answers calling one API while no API covers half of the references
 COLLAPSE_SHARE = 0.5
+# ... and more of them than the SFT model's own greedy answers did, by this share: a small SFT model already
+# answers many prompts with its favourite API (67% of TorchHub's dev answers), and RL that merely keeps that
+# habit has not collapsed; step 0 is then always eligible, so selection can hand back the SFT model
+COLLAPSE_MARGIN = 0.1
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Selection:
     best_value: float = float("-inf")
     evals_since_best: int = 0
     stopped: str | None = None  # why PPO stopped early: a run resumed after that stop does not go on
+    start_top_share: float | None = None  # step 0's top_api_call_share: what collapse is measured against
 
     def offer(self, step: int, value: float, eligible: bool) -> bool:
         """Record a dev evaluation; True when `step` becomes the best."""
@@ -235,6 +240,10 @@ class DevSelector:
             return stop
         with torch.no_grad(), autocast():
             metrics = evaluate_policy(policy, tokenizer, self.dev, cfg)
+        if self.selection.start_top_share is None:
+            self.selection.start_top_share = metrics["top_api_call_share"]
+        metrics["collapse"] = bool(metrics["collapse"] and metrics["top_api_call_share"]
+                                   > self.selection.start_top_share + COLLAPSE_MARGIN)
         # a step past the budget, or one whose answers collapsed onto one API, is never handed back
         improved = self.selection.offer(step, metrics[cfg.select_metric],
                                         eligible=not over_budget and not metrics["collapse"])
@@ -257,7 +266,8 @@ class DevSelector:
         print(line, flush=True)
         if metrics["collapse"]:
             print(f"WARNING: collapse at step {step}: {metrics['top_api_call_share']:.0%} of the dev answers call "
-                  "the same API (no API covers half of the references); this step will not be selected", flush=True)
+                  f"the same API (no API covers half of the references; step 0: {self.selection.start_top_share:.0%}); this "
+                  "step will not be selected", flush=True)
 
     def close(self) -> None:
         if self.log is not None:
