@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from rlaif_code.core.artifacts import read_json, read_jsonl
-from rlaif_code.core.config import ConfigError, config_hash, to_dict
+from rlaif_code.core.config import config_hash, to_dict
 from rlaif_code.data import DataConfig
 from rlaif_code.pipeline import PipelineConfig, run, stage_calls
 from rlaif_code.ppo import PPOConfig

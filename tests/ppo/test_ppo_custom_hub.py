@@ -54,7 +54,8 @@ def test_dev_answers_and_feedback_rewards_are_matched_in_the_users_database(tiny
     train = read_jsonl(data_dir / "train.jsonl")[0]
     other = next(api for api in CUSTOM_APIS if api["api_call"] != train["reference_api"]["api_call"])
     score = feedback_scorer(cfg)
-    assert score([train["prompt"]] * 2, [train["target"], custom_answer(other, "model = " + other["api_call"])]) == [1.0, 0.25]
+    wrong_api = custom_answer(other, "model = " + other["api_call"])
+    assert score([train["prompt"]] * 2, [train["target"], wrong_api]) == [1.0, 0.25]
 
     result = run(cfg)
     assert result["steps"] == 2

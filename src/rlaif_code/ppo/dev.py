@@ -265,9 +265,10 @@ class DevSelector:
                 + ("  (best so far)" if improved else ""))
         print(line, flush=True)
         if metrics["collapse"]:
+            start = self.selection.start_top_share or 0.0
             print(f"WARNING: collapse at step {step}: {metrics['top_api_call_share']:.0%} of the dev answers call "
-                  f"the same API (no API covers half of the references; step 0: {self.selection.start_top_share:.0%}); this "
-                  "step will not be selected", flush=True)
+                  f"the same API (no API covers half of the references; step 0: {start:.0%}); this step will not "
+                  "be selected", flush=True)
 
     def close(self) -> None:
         if self.log is not None:
