@@ -1,5 +1,5 @@
 #!/bin/bash
-# The exact commands of this run (configs/torchhub-cpu.yaml at commit e1aadcb's settings), on 2 AMD Zen 5
+# The exact commands of this run (configs/torchhub-cpu.yaml as committed beside these results), on 2 AMD Zen 5
 # cores with AVX-512 BF16 (bf16 auto), run from a frozen git worktree so that edits to the checkout
 # during the run could not change its code. Stage by stage, each its own process (the peak memory
 # in the manifest is then each stage's own); rerunning a line resumes or skips a finished stage.
