@@ -5,7 +5,7 @@ result file the bootstrap wrote, with the resource limit that stopped it when on
 from __future__ import annotations
 
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,10 @@ class RunResult:
     stderr: str = ""
     duration: float = 0.0
     leaked_processes: int = 0
+    # hermetic mode: the model loads answered ([entry, id, verdict]) and the inputs stood in for missing
+    # ones ([what, target, kind]: "file"/"url"/"url body"/"dataset"/"column", the path/URL/id, what it held)
+    hub_calls: list[Any] = field(default_factory=list)
+    stand_ins: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,7 +86,9 @@ def interpret(returncode: int, answer: dict[str, Any] | None, timed_out: bool, d
         return RunResult(status, exit_code=returncode, exception_type=exc_type, exception_message=message,
                          missing_module=answer.get("missing_module"),
                          limit=_limit_of_exception(exc_type, message),
-                         leaked_processes=int(answer.get("leaked_processes", 0)), **base)
+                         leaked_processes=int(answer.get("leaked_processes", 0)),
+                         hub_calls=list(answer.get("hub_calls") or []), stand_ins=list(answer.get("stand_ins") or []),
+                         **base)
     sig = -returncode if returncode < 0 else (returncode - 128 if returncode > 128 else None)
     if sig is not None:
         return RunResult("killed", exit_code=returncode, signal=sig, limit=_KILLED_BY.get(sig), **base)

@@ -56,6 +56,7 @@ class SnippetVerdict:
     run_missing: str | None = None  # top-level module of a ModuleNotFoundError
     duration: float | None = None
     hub_calls: list[Any] = field(default_factory=list)
+    stand_ins: list[Any] = field(default_factory=list)  # hermetic inputs stood in for missing ones (RunResult's)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +139,8 @@ class ExecutabilityChecker:
                 verdict.run_error = None if result.ok else result.short()
                 verdict.run_missing = result.missing_module
                 verdict.duration = result.duration
+                verdict.hub_calls = result.hub_calls
+                verdict.stand_ins = result.stand_ins
             for verdict in verdicts:
                 if not verdict.parse:
                     verdict.run, verdict.run_status = False, "parse_error"
@@ -194,6 +197,8 @@ def summarize(verdicts: Sequence[SnippetVerdict], tier: Tier) -> dict[str, Any]:
         out["run_failures_missing_package"] = sum(v.run_missing is not None for v in failed)
         out["run_missing_packages"] = dict(Counter(v.run_missing for v in failed if v.run_missing).most_common())
         out["run_failure_kinds"] = dict(Counter(_failure_kind(v) for v in failed).most_common())
+        # passes that read at least one stand-in input (hermetic mode: a made-up file, a URL answered locally)
+        out["run_passes_with_stand_in_inputs"] = sum(bool(v.stand_ins) for v in verdicts if v.run)
     return out
 
 

@@ -3,7 +3,9 @@
 * `StandIn`: what a known model id loads to;
 * the errors the real libraries raise for a repository that does not exist;
 * the verdict on an id ("known", "unknown", "local") against the API database that
-  `configure()` loads, recorded in `CALLS` for the run's report.
+  `configure()` loads, recorded in `CALLS` for the run's report;
+* `STAND_INS`: the inputs the run was given in place of missing ones (files, URLs,
+  datasets, model files; see inputs.py and network.py), for the run's report.
 
 Standard library only: this runs inside the sandboxed interpreter.
 """
@@ -17,6 +19,7 @@ CALLS = []  # (entry point, id, "known"/"unknown"/"local") for the run's report
 KNOWN = {"hf": set(), "th": {}, "tf": set()}
 _WORKDIR = "."
 STANDIN_PATHS = set()  # files and folders stand-in downloads made: loading them loads a stand-in
+STAND_INS = []  # [what, target, kind]: "file"/"url"/"url body"/"dataset"/"column", the path/URL/id, what it held
 
 HF_NOT_FOUND = ("{0} is not a local folder and is not a valid model identifier listed on "
                 "'https://huggingface.co/models'\nIf this is a private repository, make sure to pass a token "
@@ -27,7 +30,7 @@ HF_NOT_FOUND = ("{0} is not a local folder and is not a valid model identifier l
 def configure(known, workdir):
     """Load the known ids (lower-cased, tf handles without query or trailing slash) for this run."""
     global _WORKDIR
-    _WORKDIR = workdir
+    _WORKDIR = os.path.realpath(workdir)
     KNOWN["hf"] = {i.lower() for i in known.get("hf", [])}
     KNOWN["th"] = {repo.lower(): {m.lower() for m in models} for repo, models in known.get("th", {}).items()}
     KNOWN["tf"] = {u.split("?")[0].rstrip("/").lower() for u in known.get("tf", [])}
@@ -171,6 +174,15 @@ class StandIn:
 def record(entry, repo, verdict):
     if len(CALLS) < 200:
         CALLS.append([entry, repo if isinstance(repo, str) else type(repo).__name__, verdict])
+
+
+def record_stand_in(what, target, kind):
+    if len(STAND_INS) < 200:
+        STAND_INS.append([what, str(target)[:300], kind])
+
+
+def workdir():
+    return _WORKDIR
 
 
 def as_id(value):

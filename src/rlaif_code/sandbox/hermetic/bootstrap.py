@@ -220,6 +220,7 @@ def main():
     _count_leaks(outcome, float(job.get("kill_leftovers_grace", 0.0)))
     if hooks is not None:
         outcome["hub_calls"] = hooks.CALLS[:50]
+        outcome["stand_ins"] = hooks.STAND_INS[:50]
     _write_result(job["result"], outcome)
     os._exit(exit_code)
 

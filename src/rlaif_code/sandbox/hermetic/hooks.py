@@ -14,19 +14,25 @@ tensorflow_hub right after their modules execute, so nothing is imported early:
   from huggingface_hub downloads, torch.hub's 404 / "Cannot find callable");
 * a local path that exists -> the real loader.
 
+Inputs the snippet reads are stood in too: a missing file it reads is made first with
+content of the kind it expects (inputs.py: images, audio, text, tables, JSON, arrays,
+model files), and http(s) fetches are answered in-process with such content (network.py:
+requests, httpx, urllib), so no socket is opened; each is recorded in `STAND_INS`.
+
 Standard library only; the patched libraries are imported by the snippet, not here.
 This module is the entry point (which module gets which patch, and the import hook);
-`answers` holds the stand-in and the verdicts, `patches` the patches. bootstrap.py
-loads the three as the package `_rlaif_hermetic` from the sandbox's support folder.
+`answers` holds the stand-in and the verdicts, `patches` the model-loading patches,
+`inputs` and `network` the input patches, `content` the stand-in contents. bootstrap.py
+loads them as the package `_rlaif_hermetic` from the sandbox's support folder.
 """
 
 import importlib.abc
 import sys
 
-from . import patches
-from .answers import CALLS, configure
+from . import inputs, network, patches
+from .answers import CALLS, STAND_INS, configure
 
-__all__ = ["CALLS", "install"]
+__all__ = ["CALLS", "STAND_INS", "install"]
 
 _PREFIX_SCANS = ("transformers.", "diffusers.", "huggingface_hub.")
 _CONSTRUCTORS = {"SentenceTransformer": "SentenceTransformer", "CrossEncoder": "CrossEncoder",
@@ -60,12 +66,32 @@ def _after_import(module):
         elif name in ("tensorflow_hub.module_v2", "tensorflow_hub.keras_layer", "tensorflow_hub.module",
                       "tensorflow_hub"):
             patches.patch_tensorflow_hub(module)
+        elif name in _INPUT_PATCHES:
+            _INPUT_PATCHES[name](sys.modules.get(name, module))
+        if name in ("diffusers.utils.loading_utils", "transformers.image_utils"):
+            inputs.patch_load_image(module)
     except Exception as exc:  # a library version we do not know: say so, never hide it
         print(f"rlaif hermetic: could not patch {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
+# Readers of input files and HTTP clients: one module each, patched by exact name.
+_INPUT_PATCHES = {
+    "PIL.Image": lambda m: inputs.patch_readers(m, ("open",), "image"),
+    "soundfile": inputs.patch_soundfile,
+    "torchaudio": lambda m: inputs.patch_readers(m, ("load", "info"), "audio"),
+    "cv2": inputs.patch_cv2,
+    "torchvision.io": lambda m: inputs.patch_readers(m, ("read_image", "decode_image", "read_file"), "image"),
+    "datasets.load": inputs.patch_datasets,
+    "pandas": inputs.patch_pandas,
+    "requests.adapters": network.patch_requests,
+    "httpx._transports.default": network.patch_httpx,
+    "httpx2._transports.default": network.patch_httpx,
+    "urllib.request": network.patch_urllib,
+}
+
 _WATCHED_ROOTS = ("transformers", "diffusers", "huggingface_hub", "sentence_transformers", "torch", "joblib",
                   "tensorflow_hub")
+_WATCHED_MODULES = frozenset(("torch.hub", "torch.serialization", *_INPUT_PATCHES))
 
 
 class _PatchingLoader(importlib.abc.Loader):
@@ -85,10 +111,11 @@ class _PatchingLoader(importlib.abc.Loader):
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname.split(".")[0] not in _WATCHED_ROOTS:
-            return None
-        if fullname.startswith("torch.") and fullname not in ("torch.hub", "torch.serialization"):
-            return None  # torch has hundreds of modules; only two matter
+        if fullname not in _WATCHED_MODULES:
+            if fullname.split(".")[0] not in _WATCHED_ROOTS:
+                return None
+            if fullname.startswith("torch."):
+                return None  # torch has hundreds of modules; only two matter
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
@@ -104,4 +131,11 @@ def install(mode, known, workdir):
     if mode != "hermetic":
         return
     configure(known, workdir)
+    inputs.install_open()
+    import pickle
+
+    inputs.patch_pickle(pickle)
+    for name in _WATCHED_MODULES:  # imported before the hook (urllib.request by a stdlib module)
+        if name in _INPUT_PATCHES and name in sys.modules:
+            _after_import(sys.modules[name])
     sys.meta_path.insert(0, _PostImportFinder())

@@ -12,11 +12,11 @@ Standard library only: this runs inside the sandboxed interpreter.
 import os
 import urllib.error
 
+from . import inputs
 from .answers import (
     HF_NOT_FOUND,
     ID_ARGS,
     KNOWN,
-    STANDIN_PATHS,
     StandIn,
     as_id,
     first_arg,
@@ -158,15 +158,17 @@ def patch_keras_mixin(module):
 
 
 def patch_loaders_of_files(module, names):
-    """joblib.load / torch.load of a file a hermetic download stood in for."""
+    """joblib.load / torch.load of a file a hermetic download stood in for, or of a missing model file
+    (by its extension: .joblib, .pkl, .pt, ...; made as a stand-in file and recorded): a stand-in model."""
     for name in names:
         original = getattr(module, name, None)
         if original is None or getattr(original, "_rlaif_patched", False):
             continue
 
         def load(target, *args, _original=original, **kwargs):
-            if isinstance(target, (str, os.PathLike)) and os.fspath(target) in STANDIN_PATHS:
-                return StandIn(f"load({os.path.basename(os.fspath(target))!r})")
+            stand_in = inputs.model_stand_in("load", target)
+            if stand_in is not None:
+                return stand_in
             return _original(target, *args, **kwargs)
 
         load._rlaif_patched = True
