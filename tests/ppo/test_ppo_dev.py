@@ -80,21 +80,26 @@ def test_a_run_whose_dev_score_never_beats_sft_hands_back_the_sft_model(tiny_cfg
     assert read_stage_record(Path(cfg.out_dir) / "model")["metrics"]["selected_step"] == 0
 
 
-def test_the_dev_best_step_is_the_output_and_a_resume_continues_the_selection(tiny_cfg, count_e, data_dir: Path,
-                                                                              monkeypatch) -> None:
-    """The dev scores are scripted (a tiny model cannot earn real ones); the loop, the saves, the
-    checkpointed selection and the final copy run for real."""
-    script = {0: 0.1, 1: 0.2, 2: 0.5, 3: 0.3, 4: 0.4}
+def script_dev_scores(monkeypatch, exact: dict[int, float], top_share: dict[int, float] | None = None,
+                      collapse: bool = False) -> None:
+    """Replaces the dev evaluation with scripted figures, the n-th call getting entry n (step 0 first)."""
     calls: list[int] = []
 
     def scripted(policy, tokenizer, dev_set, cfg):
         step = len(calls)
         calls.append(step)
-        return {"exact_match": script[step], "accuracy": 0.0, "hallucination": 0.0, "incomplete_fraction": 0.0,
-                "mean_tokens": 1.0, "distinct_api_calls": 2, "reference_distinct_api_calls": 2,
-                "top_api_call_share": 0.5, "collapse": False}
+        return {"exact_match": exact[step], "accuracy": 0.0, "hallucination": 0.0, "incomplete_fraction": 0.0,
+                "mean_tokens": 1.0, "distinct_api_calls": 2, "reference_distinct_api_calls": 9,
+                "top_api_call_share": top_share[step] if top_share else 0.5, "collapse": collapse}
 
     monkeypatch.setattr(dev, "evaluate_policy", scripted)
+
+
+def test_the_dev_best_step_is_the_output_and_a_resume_continues_the_selection(tiny_cfg, count_e, data_dir: Path,
+                                                                              monkeypatch) -> None:
+    """The dev scores are scripted (a tiny model cannot earn real ones); the loop, the saves, the
+    checkpointed selection and the final copy run for real."""
+    script_dev_scores(monkeypatch, exact={0: 0.1, 1: 0.2, 2: 0.5, 3: 0.3, 4: 0.4})
     cfg = tiny_cfg(dev_every=1, data_dir=str(data_dir), total_steps=3, save_every=1)
     assert run(cfg, count_e)["selected_step"] == 2
     out = Path(cfg.out_dir)
@@ -110,18 +115,9 @@ def test_collapse_is_measured_against_the_sft_models_own_favourite(tiny_cfg, cou
                                                                    monkeypatch) -> None:
     """The full TorchHub run's SFT model sent 67% of its greedy dev answers to one API: that is where RL
     starts, not a collapse (step 0 stays eligible); a step that concentrates further is one."""
-    shares = {0: 0.67, 1: 0.7, 2: 0.9}  # step 1 within the margin of step 0, step 2 beyond it
-    exact = {0: 0.1, 1: 0.2, 2: 0.5}
-    calls: list[int] = []
-
-    def scripted(policy, tokenizer, dev_set, cfg):
-        step = len(calls)
-        calls.append(step)
-        return {"exact_match": exact[step], "accuracy": 0.0, "hallucination": 0.0, "incomplete_fraction": 0.0,
-                "mean_tokens": 1.0, "distinct_api_calls": 2, "reference_distinct_api_calls": 9,
-                "top_api_call_share": shares[step], "collapse": True}  # answer_metrics' absolute signal
-
-    monkeypatch.setattr(dev, "evaluate_policy", scripted)
+    # step 1 within the margin of step 0, step 2 beyond it; answer_metrics' absolute signal says collapse
+    script_dev_scores(monkeypatch, exact={0: 0.1, 1: 0.2, 2: 0.5}, top_share={0: 0.67, 1: 0.7, 2: 0.9},
+                      collapse=True)
     cfg = tiny_cfg(dev_every=1, data_dir=str(data_dir), total_steps=2, save_every=1)
     result = run(cfg, count_e)
     rows = read_jsonl(Path(cfg.out_dir) / "dev.jsonl")

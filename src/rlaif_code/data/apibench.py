@@ -85,6 +85,12 @@ def load_api_database(source: DataSource | None, hub: str, api_db: str | Path | 
     return read_api_db(source.path(API_FILES[_gorilla_hub(hub, "API database")]), calls_must_parse=False)
 
 
+def api_database(data: str | Path | None, hub: str, api_db: str | Path | None = None) -> list[dict[str, Any]]:
+    """`load_api_database` from a data directory (None: $RLAIF_DATA, else the download cache), which is
+    resolved only when the hub's own database is read: a user's `api_db` needs no Gorilla data."""
+    return load_api_database(None if api_db else DataSource.resolve(data), hub, api_db)
+
+
 _INSTRUCTION_RE = re.compile(r"###\s*Instruction\s*:\s*(.*?)\s*(?=###\s*Output\s*:|$)", re.S)
 _OUTPUT_RE = re.compile(r"###\s*Output\s*:")
 

@@ -47,12 +47,10 @@ def matchers_for(samples: list[Sample], rubric_checks: set[str], data: str | Non
 @lru_cache(maxsize=8)
 def _matcher(hub: str, data: str | None, api_db: str | None = None) -> Any:
     # built once per process: PPO's online feedback reward checks every step's rollouts
-    from rlaif_code.data.apibench import load_api_database
+    from rlaif_code.data.apibench import api_database
     from rlaif_code.data.ast_match import AstMatcher
-    from rlaif_code.data.source import DataSource
 
-    source = None if api_db else DataSource.resolve(data)  # a user's database needs no Gorilla data
-    return AstMatcher(load_api_database(source, hub, api_db), hub)
+    return AstMatcher(api_database(data, hub, api_db), hub)
 
 
 def task_fit(matchers: dict[str, Any], top_k: int) -> dict[str, Any]:

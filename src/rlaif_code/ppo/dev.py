@@ -43,9 +43,8 @@ def load_dev_set(cfg: Any) -> DevSet | None:
     """The data stage's dev prompts (the first `dev_max_prompts`), or None when selection is off."""
     if cfg.dev_every == 0:
         return None
-    from rlaif_code.data.apibench import load_api_database
+    from rlaif_code.data.apibench import api_database
     from rlaif_code.data.ast_match import AstMatcher
-    from rlaif_code.data.source import DataSource
 
     path = Path(cfg.data_dir) / "dev.jsonl"
     if not path.is_file():
@@ -55,8 +54,7 @@ def load_dev_set(cfg: Any) -> DevSet | None:
     hubs = sorted({str(row.get("hub")) for row in rows})
     if not rows or len(hubs) != 1:
         raise InputError(f"{path}: expected dev prompts of one hub, found {len(rows)} rows of hubs {hubs}")
-    source = None if cfg.api_db else DataSource.resolve(cfg.data)  # a user's database needs no Gorilla data
-    matcher = AstMatcher(load_api_database(source, hubs[0], cfg.api_db), hubs[0])
+    matcher = AstMatcher(api_database(cfg.data, hubs[0], cfg.api_db), hubs[0])
     return DevSet([row["prompt"] for row in rows], [row.get("reference_api") or {} for row in rows], matcher)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from rlaif_code.core.artifacts import atomic_write_jsonl, finished_result, write_stage_record
 from rlaif_code.core.config import check, check_at_least
-from rlaif_code.data.apibench import CUSTOM_HUB, load_api_database, load_eval_examples, load_examples
+from rlaif_code.data.apibench import CUSTOM_HUB, api_database, load_eval_examples, load_examples
 from rlaif_code.data.source import DataSource
 from rlaif_code.synth.examples import SourceApi, SynthExample, example_row, gorilla_text
 from rlaif_code.synth.generators import GENERATORS
@@ -72,7 +72,7 @@ def record_config(cfg: SynthConfig) -> SynthConfig:
 
 
 def source_apis(cfg: SynthConfig) -> list[SourceApi]:
-    database = load_api_database(DataSource.resolve(cfg.data), cfg.hub, cfg.api_db)
+    database = api_database(cfg.data, cfg.hub, cfg.api_db)
     apis = [SourceApi(line, entry) for line, entry in enumerate(database, start=1)]
     if cfg.max_apis is not None and cfg.max_apis < len(apis):
         picked = random.Random(cfg.seed).sample(range(len(apis)), cfg.max_apis)
@@ -89,7 +89,7 @@ def eval_instructions(cfg: SynthConfig) -> list[str]:
 
 
 def _database_or_none(cfg: SynthConfig) -> list[dict[str, Any]] | None:
-    return load_api_database(DataSource.resolve(cfg.data), cfg.hub, cfg.api_db) if cfg.api_db else None
+    return api_database(cfg.data, cfg.hub, cfg.api_db) if cfg.api_db else None
 
 
 def filter_examples(examples: list[SynthExample], index: OverlapIndex,
