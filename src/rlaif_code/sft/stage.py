@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 
 from rlaif_code.core.artifacts import STAGE_FILE, InputError, finished_result, iter_jsonl, write_stage_record
 from rlaif_code.core.config import check_at_least, check_fraction, config_hash
+from rlaif_code.core.fields import added_field
 from rlaif_code.core.models import LoraSettings
 from rlaif_code.core.training import (
     CHECKPOINTS,
@@ -65,6 +66,9 @@ class SFTConfig:
     keep_checkpoints: bool = True  # False: delete them once the final model is saved
     logging_steps: int = 10  # optimizer steps between logged losses
     report_to: Literal["none", "tensorboard", "wandb"] = "tensorboard"  # TensorBoard events go to out_dir/tb
+    # Batches of rows of about the same length (transformers' LengthGroupedSampler, seeded) instead of random
+    # ones: the padding a batch computes on falls from ~39% of the tokens to ~1% on HuggingFace's long answers
+    group_by_length: bool = added_field(False)
 
     # Fields that only set how long to train or how to log: changing them keeps a checkpoint usable.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({
@@ -105,6 +109,7 @@ def build_trainer(cfg: SFTConfig) -> Any:
     model, tokenizer = load_causal_lm(cfg.model, dtype="float32", device="cpu", padding_side="right")
     args = TRLSFTConfig(**trainer_arguments(cfg, Path(cfg.out_dir) / CHECKPOINTS), max_length=cfg.max_length,
                         completion_only_loss=True, activation_checkpointing=cfg.gradient_checkpointing,
+                        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
                         include_num_input_tokens_seen="non_padding")
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                       peft_config=cfg.lora.peft_config() if cfg.lora.enabled else None)
