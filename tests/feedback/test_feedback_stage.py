@@ -210,7 +210,7 @@ def test_sandbox_verdicts_are_kept_and_a_hanging_snippet_is_contained(tmp_path: 
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps({"example_id": first["example_id"], "sample_id": i, "text": text}) + "\n"
                                for i, text in enumerate([first["target"], hang, hang])))
-    tools = ToolsConfig(exec_timeout=3.0)
+    tools = ToolsConfig(exec_timeout=8.0)  # the reference imports torch: seconds on a loaded machine
     made = run(FeedbackConfig(samples=str(samples), data_dir=str(data_dir), out_dir=str(tmp_path / "fb"),
                               tools=tools))
     assert made["exec_snippets"] == made["exec_snippets_run"] == 2
@@ -221,3 +221,24 @@ def test_sandbox_verdicts_are_kept_and_a_hanging_snippet_is_contained(tmp_path: 
     again = run(FeedbackConfig(samples=str(samples), data_dir=str(data_dir), out_dir=str(tmp_path / "fb"),
                                tools=tools, threshold=0.9))
     assert again["exec_snippets_run"] == 0 and again["exec_pass_rate"] == made["exec_pass_rate"]
+
+
+def test_cached_verdicts_are_not_reused_once_the_sandbox_changed(tmp_path: Path, data_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verdict is keyed by the sandbox's own code and env record too: after a change to the hermetic
+    hooks the same snippet runs again instead of being served the old sandbox's verdict."""
+    from rlaif_code.feedback import executes
+
+    first = read_jsonl(data_dir / "train.jsonl")[0]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"example_id": first["example_id"], "sample_id": 0, "text": first["target"]}) + "\n")
+
+    def feedback(threshold: float) -> dict:
+        return run(FeedbackConfig(samples=str(samples), data_dir=str(data_dir), out_dir=str(tmp_path / "fb"),
+                                  threshold=threshold))
+
+    assert feedback(0.5)["exec_snippets_run"] == 1
+    assert feedback(0.6)["exec_snippets_run"] == 0  # same sandbox: served from the cache
+    real = executes.sandbox_version
+    monkeypatch.setattr(executes, "sandbox_version", lambda interpreter: "changed-" + real(interpreter))
+    assert feedback(0.7)["exec_snippets_run"] == 1

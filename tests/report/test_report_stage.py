@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import struct
+
+import pytest
 
 from rlaif_code.cli import main
-from rlaif_code.core.artifacts import atomic_write_json
+from rlaif_code.core.artifacts import InputError, atomic_write_json
 from rlaif_code.data.apibench import load_examples
 from rlaif_code.data.parse import format_answer
 from rlaif_code.evaluate import EvalConfig, evaluate
@@ -23,7 +27,9 @@ def _answers(path, examples, broken: bool):
     return path
 
 
-def test_report_from_a_run_directory(tmp_path, gorilla_data):
+def _run_dir(tmp_path, gorilla_data):
+    """A run directory as the stages leave it: SFT (half its calls broken) and RLAIF (the references)
+    evaluated on 12 TorchHub items, PPO and dev curves, reward-model and feedback records."""
     examples = load_examples(gorilla_data / "apibench" / "torchhub_eval.json", "th")[:12]
     run_dir = tmp_path / "run"
     for name, broken in (("sft", True), ("rlaif", False)):
@@ -47,6 +53,11 @@ def test_report_from_a_run_directory(tmp_path, gorilla_data):
         "n_answers": 40, "accepted": 12, "accepted_fraction": 0.3, "contrast_rate": 0.5, "judge": "tools",
         "yes_rate_by_question": {"code_executes": 0.9, "complete": None}, "skipped_llm_questions": ["complete"],
         "judge_stats": {"requests": 0, "errors": {}}}})
+    return run_dir
+
+
+def test_report_from_a_run_directory(tmp_path, gorilla_data):
+    run_dir = _run_dir(tmp_path, gorilla_data)
     assert main(["report", str(run_dir)]) == 0
     md = (run_dir / "report" / "report.md").read_text()
     page = (run_dir / "report" / "report.html").read_text()
@@ -54,6 +65,9 @@ def test_report_from_a_run_directory(tmp_path, gorilla_data):
     accuracy_row = next(line for line in md.splitlines() if line.startswith("| accuracy |"))
     # 6 of 12 SFT answers call a non-existent API; RLAIF answers are the references.
     assert "| 50.00 | 100.00 | +50.00 |" in accuracy_row
+    # each section says in a sentence what its table shows, the deltas which metrics moved beyond noise
+    assert "larger than the 95% interval: accuracy +50.00 (better)" in md
+    assert "KL of the policy to the SFT model per answer (the k3 estimator, which cannot go negative)" in md
     assert "ppo_curves.png" in md and "Sample answers" in md
     assert "the output is step 2 by exact_match; PPO stopped early: KL budget: over" in md
     assert "| 2 | 30.00 | 90.00 | 0.00 | 0.00 | 4/5 | 120 | 0.2 | selected |" in md and "| COLLAPSE |" in md
@@ -69,3 +83,43 @@ def test_report_without_results_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["report", str(tmp_path / "run")]) == 2
     assert "no evaluation results" in capsys.readouterr().err
+
+
+def test_report_shows_an_llm_judge_check_as_tables(tmp_path, gorilla_data):
+    run_dir = _run_dir(tmp_path, gorilla_data)
+    agreement = {"n": 10, "n_compared": 9, "accuracy": 0.8, "kappa": None, "tool_yes": 7, "judge_yes": 9,
+                 "judge_unparseable": 1}
+    atomic_write_json(run_dir / "feedback" / "judge_check.json", {
+        "judge": "openai:local-model", "n_answers": 10, "per_question": {"api_exists": {"tool": "api_exists",
+                                                                                         **agreement}},
+        "pooled": agreement, "labels_vs_outcomes": {"feedback": "f.jsonl", "n_answers": 40, "exact_api": {
+            "rate": 0.05, "accepted_if_yes": 1.0, "accepted_if_no": 0.25, "share_of_accepted": 0.2}}})
+    assert main(["report", str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "Judge openai:local-model against the tool checks on 10 answers" in md
+    assert "| api_exists | api_exists | 10 | 9 | 80.00 | undefined | 7 | 9 | 1 |" in md
+    assert "| all questions |  | 10 | 9 | 80.00 |" in md
+    assert "| exact_api | 5.00 | 100.00 | 25.00 | 20.00 |" in md and "```json" not in md
+
+
+def test_report_screenshot_without_a_browser_names_the_key(tmp_path, gorilla_data, monkeypatch):
+    from rlaif_code.report import ReportConfig, run
+
+    run_dir = _run_dir(tmp_path, gorilla_data)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-browsers-here"))
+    with pytest.raises(InputError, match="report.screenshot: no headless browser on PATH"):
+        run(ReportConfig(run_dir=str(run_dir), screenshot=True))
+    assert (run_dir / "report" / "report.html").is_file()  # the report itself was still written
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="no headless Chromium on this machine (apt-get install chromium)")
+def test_report_screenshot_is_drawn_by_a_real_browser(tmp_path, gorilla_data):
+    from rlaif_code.report import ReportConfig, run
+
+    run_dir = _run_dir(tmp_path, gorilla_data)
+    result = run(ReportConfig(run_dir=str(run_dir), screenshot=True, screenshot_size=[800, 1200]))
+    png = (run_dir / "report" / "report.png").read_bytes()
+    assert result["report_png"].endswith("report.png") and png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert (width, height) == (800, 1200)

@@ -10,7 +10,7 @@ from rlaif_code.core.artifacts import InputError
 from rlaif_code.feedback.cache import JudgeCache
 from rlaif_code.sandbox.env import find_exec_python
 from rlaif_code.sandbox.tiers import SnippetVerdict
-from rlaif_code.sandbox.verdicts import ExecSettings, executability
+from rlaif_code.sandbox.verdicts import ExecSettings, executability, sandbox_version
 
 CACHE_KIND = "exec"
 CHUNK = 64  # snippets per sandbox session: what a kill can lose, against the per-session set-up
@@ -28,10 +28,11 @@ def snippet_verdicts(codes: list[str], settings: ExecSettings, cache: JudgeCache
     except InputError as err:
         raise InputError(f"rubric question '{question_id}' uses the executes check, which runs the code in the "
                          f"sandbox: {err} (or set feedback.tools.exec_env)") from err
-    # A verdict depends on the interpreter and the settings, so they are part of the cache key.
+    # A verdict depends on the interpreter, the settings and the sandbox's own code, so they are the cache key.
     model = f"{settings.tier}|{settings.mode}|{interpreter}|{settings.timeout}|{settings.data}"
-    if settings.api_db:  # appended only when set, so verdicts cached before api_db existed stay found
+    if settings.api_db:
         model += f"|{settings.api_db}"
+    model += f"|sandbox {sandbox_version(interpreter)}"
     keys = {code: _key(code) for code in sorted({code for code in codes if code.strip()})}
     found = cache.get_many(CACHE_KIND, model, list(keys.values()))
     verdicts = {code: SnippetVerdict(**found[key]) for code, key in keys.items() if key in found}

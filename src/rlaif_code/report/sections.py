@@ -73,6 +73,28 @@ def reward_tables(reward: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
     return tables
 
 
+def judge_tables(judge: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
+    """(caption, rows) for `rlaif judge-check`'s agreement of an LLM judge with the tool checks."""
+    def row(name: str, tool: str, a: dict[str, Any]) -> list[str]:
+        return [name, tool, num(a.get("n")), num(a.get("n_compared")), _percent(a.get("accuracy")),
+                num(a.get("kappa")) if a.get("kappa") is not None else "undefined",
+                num(a.get("tool_yes")), num(a.get("judge_yes")), num(a.get("judge_unparseable"))]
+
+    rows = [["question", "tool", "asked", "both answered", "agreement %", "Cohen's kappa", "tool yes",
+             "judge yes", "judge unparseable"]]
+    rows += [row(q, str(a.get("tool", "")), a) for q, a in (judge.get("per_question") or {}).items()]
+    rows.append(row("all questions", "", judge.get("pooled") or {}))
+    tables = [(f"Judge {judge.get('judge', '?')} against the tool checks on {num(judge.get('n_answers'))} answers "
+               "(kappa corrects agreement for chance; undefined when both sides gave one answer throughout)", rows)]
+    per_outcome = {k: v for k, v in (judge.get("labels_vs_outcomes") or {}).items() if isinstance(v, dict)}
+    if per_outcome:
+        tables.append(("What the feedback labels mean: the evaluation's outcomes among the labelled answers", [
+            ["outcome", "rate %", "accepted % if yes", "accepted % if no", "% of accepted"]] + [
+            [name, _percent(o.get("rate")), _percent(o.get("accepted_if_yes")), _percent(o.get("accepted_if_no")),
+             _percent(o.get("share_of_accepted"))] for name, o in per_outcome.items()]))
+    return tables
+
+
 def dev_tables(dev_rows: list[dict[str, Any]], ppo: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
     """The dev-set curve PPO selected its output on, the selected step, and why PPO stopped."""
     if not dev_rows:

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import base64
 import html
-import json
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlaif_code.core.artifacts import InputError, atomic_write_text, read_json, read_jsonl
-from rlaif_code.core.config import check_at_least
+from rlaif_code.core.config import check, check_at_least
+from rlaif_code.core.fields import added_field
 from rlaif_code.report.plots import ppo_curves
-from rlaif_code.report.sections import dev_tables, feedback_tables, reward_tables
+from rlaif_code.report.sections import dev_tables, feedback_tables, judge_tables, reward_tables
 from rlaif_code.report.tables import (
+    delta_sentence,
     delta_table,
     domain_table,
     html_table,
@@ -47,10 +51,39 @@ class ReportConfig:
     bootstrap: int = 2000  # bootstrap resamples behind each RLAIF - SFT confidence interval
     seed: int = 0  # seeds the bootstrap and which answers are shown
     sample_answers: int = 3  # answers shown side by side
+    # Also write report.png: report.html as a real browser draws it (headless Chromium, found on PATH as
+    # chromium, chromium-browser or google-chrome), to look at before the report is committed
+    screenshot: bool = added_field(False)
+    screenshot_size: list[int] = added_field(default_factory=lambda: [1280, 5000])  # its width and height in pixels
 
     def __post_init__(self) -> None:
         check_at_least(self, 1, "bootstrap")
         check_at_least(self, 0, "sample_answers")
+        check(len(self.screenshot_size) == 2 and min(self.screenshot_size) >= 100, "screenshot_size",
+              f"must be [width, height] of at least 100 pixels each, got {self.screenshot_size}")
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def screenshot(page: Path, png: Path, size: list[int], timeout: float = 120.0) -> None:
+    """A headless Chromium's drawing of `page` to `png`; an InputError that says what to install otherwise."""
+    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if browser is None:
+        raise InputError(f"report.screenshot: no headless browser on PATH (looked for {', '.join(BROWSERS)}); "
+                         "install Chromium (Debian: apt-get install chromium) or set report.screenshot: false")
+    # As root Chromium refuses to start inside its own sandbox; the page is ours and runs no script.
+    sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []
+    command = [browser, "--headless=new", *sandbox, "--disable-gpu", "--hide-scrollbars",
+               f"--window-size={size[0]},{size[1]}", f"--screenshot={png.resolve()}", page.resolve().as_uri()]
+    png.unlink(missing_ok=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"report.screenshot: {browser} did not finish within {timeout:.0f} s") from None
+    if not png.is_file():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InputError(f"report.screenshot: {browser} wrote no screenshot (exit {done.returncode}): {last}")
 
 
 @dataclass
@@ -127,6 +160,8 @@ def _read_inputs(run_dir: Path, cfg: ReportConfig) -> _Inputs:
 def _ppo_section(page: _Page, png: bytes, summary: dict[str, Any]) -> None:
     trend = ", ".join(f"{k}: {num(a)} -> {num(b)}" for k, (a, b) in summary.items())
     page.heading("PPO")
+    page.text("Per PPO step: the mean reward of the step's rollouts, the KL of the policy to the SFT model per "
+              "answer (the k3 estimator, which cannot go negative) and the mean answer length.")
     page.raw(f"![PPO curves](ppo_curves.png)\n\nFirst -> last step: {trend}\n",
              f'<img alt="PPO curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
     page.html.append(f"<p>First &rarr; last step: {html.escape(trend)}</p>")
@@ -141,8 +176,7 @@ def _captioned(page: _Page, tables: list[tuple[str, list[list[str]]]]) -> None:
 def _judge_section(page: _Page, judge: dict[str, Any] | None, feedback: dict[str, Any]) -> None:
     page.heading("Judge agreement with the tool checks")
     if judge:
-        dumped = json.dumps(judge, indent=1)[:3000]
-        page.raw("```json\n" + dumped + "\n```\n", f"<pre>{html.escape(dumped)}</pre>")
+        _captioned(page, judge_tables(judge))
         return
     # Say so rather than leave the reader to wonder whether agreement was high.
     page.text("Not measured in this run" + (" (judge: tools, so the tool checks answered every question)"
@@ -152,6 +186,7 @@ def _judge_section(page: _Page, judge: dict[str, Any] | None, feedback: dict[str
 
 def _answers_section(page: _Page, answers: list[dict[str, str]]) -> None:
     page.heading("Sample answers (SFT vs RLAIF)")
+    page.text("A seeded draw of eval items, each with both models' greedy answers (the first 600 characters).")
     for answer in answers:
         sft, rlaif = html.escape(answer["sft"][:600]), html.escape(answer["rlaif"][:600])
         page.raw(f"**{answer['example_id']}**: {answer['prompt'][:300]}\n\n| SFT | RLAIF |\n|---|---|\n"
@@ -167,11 +202,16 @@ def _render(inputs: _Inputs) -> _Page:
     page.md.append("All figures in percent. Accuracy, hallucination: Gorilla's AST semantics; exact: the reference "
                    "API itself; ROUGE: mean of R1/R2/RL/RLsum F; CodeBLEU: codebleu package (see README).\n")
     page.heading("Results")
+    page.text("Each model's greedy answers to the same eval items, scored alike; the reference answers' row is "
+              "the ceiling of each metric (for executability: what the sandbox lets the reference code do).")
     page.table(inputs.table)
     page.heading("RLAIF - SFT (paired bootstrap, 95% CI)")
+    page.text(delta_sentence(inputs.deltas))
     page.table(inputs.deltas)
     if len(inputs.versus) > 2:  # more rows than RLAIF alone: the baselines RL has to beat
         page.heading("Every model against SFT (paired bootstrap, 95% CI)")
+        page.text("Each row minus SFT on the items both answered, with its 95% interval: an interval that "
+                  "excludes 0 is a difference larger than the noise of this eval set.")
         page.table(inputs.versus)
     if inputs.curve_png:
         _ppo_section(page, inputs.curve_png, inputs.curve_summary)
@@ -185,6 +225,8 @@ def _render(inputs: _Inputs) -> _Page:
     _judge_section(page, inputs.judge, inputs.feedback)
     if len(inputs.domains) > 1:
         page.heading("Per domain")
+        page.text("Gorilla accuracy and exact-API match of SFT and RLAIF on the eval items of each domain "
+                  "(small domains are a handful of items: read them as examples, not rates).")
         page.table(inputs.domains)
     if inputs.answers:
         _answers_section(page, inputs.answers)
@@ -218,6 +260,9 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
                  f"<style>{_STYLE}</style></head><body>{''.join(page.html)}</body></html>")
     atomic_write_text(out_dir / "report.md", "\n".join(page.md))
     atomic_write_text(out_dir / "report.html", html_page)
-    print(f"report written to {out_dir / 'report.md'} and {out_dir / 'report.html'}")
-    return {"report_md": str(out_dir / "report.md"), "report_html": str(out_dir / "report.html"),
-            "deltas": inputs.deltas[1:]}
+    written = {"report_md": str(out_dir / "report.md"), "report_html": str(out_dir / "report.html")}
+    if cfg.screenshot:
+        screenshot(out_dir / "report.html", out_dir / "report.png", cfg.screenshot_size)
+        written["report_png"] = str(out_dir / "report.png")
+    print(f"report written to {', '.join(written.values())}")
+    return {**written, "deltas": inputs.deltas[1:]}

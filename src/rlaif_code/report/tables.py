@@ -95,6 +95,23 @@ def delta_table(evals: dict[str, dict[str, Any]], metrics: list[str], n_boot: in
     return rows
 
 
+def delta_sentence(rows: list[list[str]]) -> str:
+    """One sentence on a delta table: which metrics moved by more than their interval (it excludes 0)."""
+    if len(rows) < 2:
+        return "No RLAIF row to compare with SFT in this run."
+    moved = []
+    for metric, _sft, _rlaif, delta, interval, _n in rows[1:]:
+        low, high = (float(x) for x in interval.strip("[]").split(","))
+        if low > 0 or high < 0:
+            better = (float(delta) < 0) == (metric in LOWER_IS_BETTER)
+            moved.append(f"{metric} {delta} ({'better' if better else 'worse'})")
+    n = rows[1][-1]
+    if not moved:
+        return (f"RLAIF minus SFT on the same {n} items; no change is larger than its 95% interval "
+                "(every interval contains 0).")
+    return f"RLAIF minus SFT on the same {n} items; larger than the 95% interval: {', '.join(moved)}."
+
+
 def versus_sft_table(evals: dict[str, dict[str, Any]], metrics: list[str], n_boot: int,
                      seed: int) -> list[list[str]]:
     """Every row but SFT and the control against SFT on the same items: delta [95% CI] per metric."""

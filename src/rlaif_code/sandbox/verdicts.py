@@ -6,13 +6,14 @@ rubric's "does the code run?" means exactly what the evaluation's executability 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from rlaif_code.core.progress import progress_bar
-from rlaif_code.sandbox.env import find_exec_python
+from rlaif_code.sandbox.env import ENV_REPORT, find_exec_python
 from rlaif_code.sandbox.runner import Limits, Sandbox
 from rlaif_code.sandbox.tiers import ExecutabilityChecker, SnippetVerdict, summarize
 
@@ -31,6 +32,21 @@ class ExecSettings:
     # a user's API database, whose ids alone hermetic mode then knows; None: Gorilla's three. A default,
     # unlike the rest: the callers that predate it (PPO's dev selection) know no user database.
     api_db: str | None = None
+
+
+def sandbox_version(interpreter: Path) -> str:
+    """What a verdict depends on besides its snippet and settings: this package's code (the hermetic hooks
+    and stand-ins decide what a snippet can do) and the exec env's record of its packages. Part of every
+    stored verdict's cache key, so that a change to either never serves verdicts of the old sandbox."""
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".txt") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    # The interpreter is <env>/bin/python; the env records what installed beside it
+    report = Path(interpreter).parent.parent / ENV_REPORT
+    digest.update(report.read_bytes() if report.is_file() else b"no env report")
+    return digest.hexdigest()[:16]
 
 
 # Verdicts by (snippet, settings) for the life of the process. The files of one run share their
