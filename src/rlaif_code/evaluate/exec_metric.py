@@ -3,8 +3,7 @@
 Each answer's code field is judged `parse` / `static` / `run` (see
 rlaif_code.sandbox.tiers) in the sandbox, in the exec env made by `rlaif exec-env`,
 and so is the reference `code` of the same eval items: the control, the ceiling of
-what the environment allows (a reference snippet that fetches an image over the
-network or reads a local file fails here too). `executability` is the run-tier rate.
+what the environment allows. `executability` is the run-tier rate.
 
 Each snippet is a fresh interpreter that imports its libraries itself (torch plus
 transformers: 3-6 CPU seconds), so `exec_timeout` (wall clock) must leave room for
@@ -21,7 +20,11 @@ diffusers' `from_pretrained`/`from_config`, sentence-transformers' constructors,
 huggingface_hub's `hf_hub_download`/`snapshot_download`/`from_pretrained_keras`,
 `torch.hub.load`, tensorflow_hub's `load`/`KerasLayer`). An id present in APIBench's
 API database yields a stand-in object; an id absent from it raises the error the
-real library raises for a repository that does not exist.
+real library raises for a repository that does not exist. The inputs a snippet reads
+are stood in for too (rlaif_code.sandbox.hermetic.inputs and .network): a missing file
+it opens is made first, of the kind its extension or reader names (an image, a
+second of audio, text, a CSV, a config), and an http(s) fetch through requests, httpx
+or urllib is answered in-process with such content; no socket is ever opened.
 
 A pass proves that the snippet is valid Python, that every module and name it
 imports exists in the installed library versions, that the classes and functions it
@@ -35,8 +38,9 @@ It cannot prove that the loaded model accepts the inputs the code gives it, that
 methods called on a loaded model/tokenizer/pipeline exist or take those arguments
 (the stand-in accepts any attribute, call, index and arithmetic, and iterates as a
 batch of one), that outputs have the shape or meaning the code assumes, that the id
-is the right model for the task, or anything about the network (every download
-other than the intercepted ones fails, as in any offline run). An id that exists on
+is the right model for the task, that the file or URL it reads exists or holds what
+the code assumes (its stand-in is of the right kind, not the right content), or
+anything else about the network (any other connection fails, as in an offline run). An id that exists on
 the Hub but not in the API database counts as unknown. So a hermetic pass is
 necessary, not sufficient, for the code to work with the real model: `real` mode
 (models from the local Hugging Face cache, HF_HUB_OFFLINE=1) checks the rest for
