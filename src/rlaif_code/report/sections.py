@@ -12,6 +12,13 @@ def _percent(value: Any) -> str:
     return fmt(value) if isinstance(value, (int, float)) else "–"
 
 
+def _outcome_rows(outcomes: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The labels against each evaluation outcome (labelling.agreement_with_outcomes' figures)."""
+    return [["outcome", "rate %", "accepted % if yes", "accepted % if no", "% of accepted"]] + [
+        [name, _percent(o.get("rate")), _percent(o.get("accepted_if_yes")), _percent(o.get("accepted_if_no")),
+         _percent(o.get("share_of_accepted"))] for name, o in outcomes.items()]
+
+
 def feedback_tables(feedback: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
     """(caption, rows) for the feedback section."""
     tables = []
@@ -31,10 +38,7 @@ def feedback_tables(feedback: dict[str, Any]) -> list[tuple[str, list[list[str]]
     tables.append(("Rubric questions", questions))
     outcomes = feedback.get("label_vs_outcomes") or {}
     if outcomes:
-        tables.append(("Labels against the evaluation's outcomes", [
-            ["outcome", "rate %", "accepted % if yes", "accepted % if no", "% of accepted"]] + [
-            [name, _percent(o.get("rate")), _percent(o.get("accepted_if_yes")), _percent(o.get("accepted_if_no")),
-             _percent(o.get("share_of_accepted"))] for name, o in outcomes.items()]))
+        tables.append(("Labels against the evaluation's outcomes", _outcome_rows(outcomes)))
     if feedback.get("exec_snippets") is not None:
         tables.append(("Sandbox runs (code_executes)", [
             ["distinct snippets", "run this time", "pass %"],
@@ -88,10 +92,8 @@ def judge_tables(judge: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
                "(kappa corrects agreement for chance; undefined when both sides gave one answer throughout)", rows)]
     per_outcome = {k: v for k, v in (judge.get("labels_vs_outcomes") or {}).items() if isinstance(v, dict)}
     if per_outcome:
-        tables.append(("What the feedback labels mean: the evaluation's outcomes among the labelled answers", [
-            ["outcome", "rate %", "accepted % if yes", "accepted % if no", "% of accepted"]] + [
-            [name, _percent(o.get("rate")), _percent(o.get("accepted_if_yes")), _percent(o.get("accepted_if_no")),
-             _percent(o.get("share_of_accepted"))] for name, o in per_outcome.items()]))
+        tables.append(("What the feedback labels mean: the evaluation's outcomes among the labelled answers",
+                       _outcome_rows(per_outcome)))
     return tables
 
 
