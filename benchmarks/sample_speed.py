@@ -19,7 +19,8 @@ each answer kept (up to and including its end token) over the seconds spent gene
 differ between the sides (other random draws), so the table shows their mean length too.
 `--quick` (~1 minute): 12 prompts, 64 new tokens, a smoke check: 24 short answers fill few of the
 new path's slots, so its ratio understates what a stage's workload gets. `--bf16` adds the new path with bfloat16
-weights (fast on CPUs with AMX; the stages default to float32 on CPU).
+weights (the sample stage's `dtype: auto` picks bfloat16 on a CPU with AMX, float32 on other CPUs; both
+sides of the reference comparison run in float32 so the ratio measures the decoder, not the dtype).
 """
 
 from __future__ import annotations

@@ -99,7 +99,14 @@ class ScriptedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that gives up closes its connections mid-reply; http.server would print
+                # that traceback to stderr, possibly after the CLI's own one error line that tests read.
+                server.dropped_connections += 1
+
+        self.dropped_connections = 0
+        self._httpd = Server(("127.0.0.1", 0), Handler)
         # A short poll interval: shutdown() waits for it, once per test server.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)

@@ -79,6 +79,19 @@ def test_report_from_a_run_directory(tmp_path, gorilla_data):
     assert "Judge agreement with the tool checks\n\nNot measured in this run" in md
 
 
+def test_report_of_an_sft_only_run_shows_no_empty_tables(tmp_path, gorilla_data):
+    run_dir = _run_dir(tmp_path, gorilla_data)
+    shutil.rmtree(run_dir / "samples" / "eval_rlaif")
+    (run_dir / "eval" / "rlaif.json").unlink()
+    atomic_write_json(run_dir / "manifest.json", {"stages": {"sft": {
+        "status": "done", "seconds": 4268.2, "peak_rss_mib": 19512.4}}})
+    assert main(["report", str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "No RLAIF row to compare with SFT in this run." in md and "nothing to show" not in md
+    assert "exact-API match of SFT on the eval items of each domain" in md and "RLAIF accuracy" not in md
+    assert "| sft | done | 4268 | 19,512 |" in md
+
+
 def test_report_without_results_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["report", str(tmp_path / "run")]) == 2

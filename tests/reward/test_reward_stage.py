@@ -8,6 +8,7 @@ import pytest
 
 from rlaif_code.cli import main
 from rlaif_code.core.artifacts import InputError, atomic_write_jsonl, read_jsonl, read_stage_record
+from rlaif_code.core.config import ConfigError
 from rlaif_code.data.parse import parse_output
 from rlaif_code.reward import stage as reward
 from rlaif_code.reward.labels import LabelledText, load_feedback, split_heldout
@@ -73,6 +74,26 @@ def test_reward_cli_smoke(tiny_dir, feedback_file, tmp_path):
     texts = [row["prompt"] + row["text"] for row in read_jsonl(feedback_file)[:3]]
     scores = score_texts(model, tokenizer, texts, batch_size=2)
     assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
+
+
+def test_pairwise_items_pair_each_reference_with_its_variants(tiny_dir, feedback_file, tmp_path):
+    metrics = reward.run(RewardConfig(base_model=str(tiny_dir), feedback=str(feedback_file),
+                                      out_dir=str(tmp_path / "r"), max_steps=2, batch_size=4,
+                                      heldout_fraction=0.25, max_length=256,
+                                      synthetic_data_dir=str(feedback_file.parent / "data"), pairwise_weight=1.0))
+    n_train_prompts = 12 - metrics["n_heldout"] // 2
+    # one item per (reference, variant) pair: the reference is repeated, each variant is a rejected text
+    assert metrics["n_synthetic"] == metrics["n_train_pairs"] == 2 * n_train_prompts
+    n_feedback_train = 24 - metrics["n_heldout"]
+    n_texts = n_feedback_train + 2 * metrics["n_synthetic"]
+    n_positive = n_feedback_train // 2 + metrics["n_synthetic"]
+    assert metrics["train_positive_rate"] == pytest.approx(n_positive / n_texts)
+    assert metrics["global_step"] == 2 and 0.0 <= metrics["probe_accuracy"]["swapped_same_domain"] <= 1.0
+
+
+def test_pairwise_weight_without_synthetic_pairs_is_refused():
+    with pytest.raises(ConfigError, match="pairwise_weight"):
+        RewardConfig(synthetic_data_dir=None, pairwise_weight=1.0)
 
 
 def test_scores_do_not_depend_on_batch_padding(tiny_dir):

@@ -207,7 +207,8 @@ def _render(inputs: _Inputs) -> _Page:
     page.table(inputs.table)
     page.heading("RLAIF - SFT (paired bootstrap, 95% CI)")
     page.text(delta_sentence(inputs.deltas))
-    page.table(inputs.deltas)
+    if len(inputs.deltas) > 1:
+        page.table(inputs.deltas)
     if len(inputs.versus) > 2:  # more rows than RLAIF alone: the baselines RL has to beat
         page.heading("Every model against SFT (paired bootstrap, 95% CI)")
         page.text("Each row minus SFT on the items both answered, with its 95% interval: an interval that "
@@ -225,7 +226,9 @@ def _render(inputs: _Inputs) -> _Page:
     _judge_section(page, inputs.judge, inputs.feedback)
     if len(inputs.domains) > 1:
         page.heading("Per domain")
-        page.text("Gorilla accuracy and exact-API match of SFT and RLAIF on the eval items of each domain "
+        models = " and ".join(cell.removesuffix(" accuracy") for cell in inputs.domains[0]
+                              if cell.endswith(" accuracy"))
+        page.text(f"Gorilla accuracy and exact-API match of {models} on the eval items of each domain "
                   "(small domains are a handful of items: read them as examples, not rates).")
         page.table(inputs.domains)
     if inputs.answers:

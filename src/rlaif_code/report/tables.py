@@ -58,9 +58,10 @@ def fmt(value: float | None) -> str:
 
 
 def num(value: Any) -> str:
-    """Any stage metric, short: floats to four significant digits."""
+    """Any stage metric, short: floats to four significant digits, large ones whole with separators
+    (a peak memory of 19,512 MiB, not 1.951e+04)."""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
     return "–" if value is None else str(value)
 
 
@@ -138,7 +139,7 @@ def domain_table(evals: dict[str, dict[str, Any]]) -> list[list[str]]:
     if not names:
         return [[]]
     domains = sorted(set().union(*(evals[n]["per_domain"] for n in names)))
-    rows = [["domain", "n"] + [f"{n} accuracy" for n in names] + [f"{n} exact" for n in names]]
+    rows = [["domain", "n"] + [f"{n.upper()} accuracy" for n in names] + [f"{n.upper()} exact" for n in names]]
     for domain in domains:
         cells = [domain, str(max(evals[n]["per_domain"].get(domain, {}).get("n", 0) for n in names))]
         cells += [fmt(evals[n]["per_domain"].get(domain, {}).get("accuracy")) for n in names]

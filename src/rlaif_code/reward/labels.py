@@ -18,6 +18,7 @@ class LabelledText:
     text: str  # prompt + answer
     label: int  # 1 accepted, 0 rejected
     exact: bool | None = None  # the answer calls the reference API (the feedback's api_matches_reference), if asked
+    rejected: str | None = None  # prompt + a worse answer that must score below this one (a pairwise item)
 
 
 def feedback_path(feedback: str | Path) -> Path:

@@ -13,7 +13,8 @@ prompt, its reference answer (a positive) next to the shapes of a wrong one (neg
 | invented_name | the reference with its model name changed into one that does not exist |
 
 Training adds, per training prompt, the positive and `synthetic_negatives` negatives (kinds taken
-in a seeded rotation so that each is equally common). Held-out prompts get every kind, and the
+in a seeded rotation so that each is equally common); with `pairwise_weight` the stage also trains
+each (reference, negative) pair to rank the reference first (`training_pairs`). Held-out prompts get every kind, and the
 **probe accuracy** of a kind is how often the reward model scores the reference above that
 negative: 1.0 means the exploit cannot pay, 0.5 means the model cannot tell.
 """
@@ -92,28 +93,34 @@ def negative(ref: Reference, kind: str, others: list[Reference], rng: random.Ran
     return answer_text(ref.prompt, rng.choice(pool).fields)
 
 
-def training_examples(refs: list[Reference], groups: set[str], negatives_per_prompt: int,
-                      seed: int) -> list[tuple[str, str, int]]:
-    """(group, text, label) rows for the training prompts: each reference, and negatives in rotation."""
+def training_pairs(refs: list[Reference], groups: set[str], negatives_per_prompt: int,
+                   seed: int) -> list[tuple[str, str, list[str]]]:
+    """(group, reference text, its negatives) for the training prompts, negative kinds in a seeded rotation."""
     rng = random.Random(seed)
     chosen = [r for r in refs if r.group in groups]
-    out: list[tuple[str, str, int]] = []
+    out: list[tuple[str, str, list[str]]] = []
     rotation = list(KINDS)
     rng.shuffle(rotation)
     turn = 0
     for ref in chosen:
-        out.append((ref.group, answer_text(ref.prompt, ref.fields), 1))
-        made = 0
+        negatives: list[str] = []
         for _ in range(len(KINDS)):
-            if made == negatives_per_prompt:
+            if len(negatives) == negatives_per_prompt:
                 break
             kind = rotation[turn % len(rotation)]
             turn += 1
             text = negative(ref, kind, refs, rng)
             if text is not None:
-                out.append((ref.group, text, 0))
-                made += 1
+                negatives.append(text)
+        out.append((ref.group, answer_text(ref.prompt, ref.fields), negatives))
     return out
+
+
+def training_examples(refs: list[Reference], groups: set[str], negatives_per_prompt: int,
+                      seed: int) -> list[tuple[str, str, int]]:
+    """(group, text, label) rows for the training prompts: each reference, and negatives in rotation."""
+    return [row for group, positive, negatives in training_pairs(refs, groups, negatives_per_prompt, seed)
+            for row in [(group, positive, 1), *((group, text, 0) for text in negatives)]]
 
 
 def probe_sets(refs: list[Reference], groups: set[str], seed: int) -> dict[str, list[tuple[str, str]]]:

@@ -7,7 +7,10 @@ Design choices:
   The head is new; the pad token id is written into the config so the model reads its
   score at the last real token.
 - Labels are pointwise (accepted / rejected per answer), so the loss is binary
-  cross-entropy on the logit, not TRL's pairwise RewardTrainer loss. Feedback labels are
+  cross-entropy on the logit, not TRL's pairwise RewardTrainer loss. `pairwise_weight` adds
+  a Bradley-Terry term over the synthetic (reference, broken variant) pairs of one prompt:
+  a pointwise head learns "a real API is good" but ranked another prompt's API of the same
+  domain above the reference (probe 0.47, results/torchhub-cpu-v2). Feedback labels are
   usually imbalanced; `balance` either weights the positive class by n_neg / n_pos
   (`pos_weight`) or draws training rows with class-balanced probabilities (`sampler`).
 - Training runs in transformers' `Trainer` (checkpoints, resume, logging, mixed precision),
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from rlaif_code.core.artifacts import STAGE_FILE, InputError, finished_result, write_stage_record
-from rlaif_code.core.config import check_at_least, check_fraction
+from rlaif_code.core.config import check, check_at_least, check_fraction
 from rlaif_code.core.training import (
     CHECKPOINTS,
     TENSORBOARD,
@@ -49,7 +52,7 @@ from rlaif_code.reward.labels import (
     split_heldout,
 )
 from rlaif_code.reward.model import encode_texts, load_reward_base, score_texts
-from rlaif_code.reward.trainer import binary_reward_trainer_class
+from rlaif_code.reward.trainer import binary_reward_trainer_class, pair_collator
 
 
 @dataclass
@@ -62,6 +65,9 @@ class RewardConfig:
     # are trained on and probed with; None: the feedback labels alone, no probes.
     synthetic_data_dir: str | None = "runs/default/data"
     synthetic_negatives: int = 2  # broken variants per training prompt, beside its reference answer (0: probes only)
+    # weight of the Bradley-Terry loss -log sigmoid(r_reference - r_variant) on each synthetic pair, beside
+    # the BCE on every text; 0: pointwise BCE only
+    pairwise_weight: float = 0.0
     out_dir: str = "runs/default/reward"  # where the reward model (M_reward), its checkpoints and metrics go
     max_length: int = 512  # tokens of prompt + answer + eos; longer texts lose their start
     heldout_fraction: float = 0.1  # of the prompts (examples); 0 = no held-out evaluation
@@ -92,8 +98,21 @@ class RewardConfig:
         check_at_least(self, 1, "batch_size", "grad_accum", "eval_batch_size", "max_examples", "max_steps",
                        "save_steps", "save_total_limit", "logging_steps")
         check_at_least(self, 2, "max_length")  # room for at least one token and the eos
-        check_at_least(self, 0, "synthetic_negatives")
+        check_at_least(self, 0, "synthetic_negatives", "pairwise_weight")
+        check(not self.pairwise_weight or bool(self.synthetic_data_dir and self.synthetic_negatives),
+              "pairwise_weight", "needs synthetic pairs: set synthetic_data_dir and synthetic_negatives >= 1, "
+              "or pairwise_weight: 0")
         check_fraction(self, "warmup_ratio", "heldout_fraction")
+
+
+def synthetic_rows(cfg: RewardConfig, references: list[probes.Reference], groups: set[str]) -> list[LabelledText]:
+    """The training prompts' references and broken variants: separate texts, or pairs with pairwise_weight."""
+    made = probes.training_pairs(references, groups, cfg.synthetic_negatives, cfg.seed)
+    if not cfg.pairwise_weight:
+        return [LabelledText(group, text, label) for group, positive, negatives in made
+                for text, label in [(positive, 1), *((text, 0) for text in negatives)]]
+    return [LabelledText(group, positive, 1, rejected=text) for group, positive, negatives in made
+            for text in negatives or [None]]
 
 
 def _check_both_labels(cfg: RewardConfig, train_rows: list[Any]) -> tuple[int, int]:
@@ -110,23 +129,32 @@ def _check_both_labels(cfg: RewardConfig, train_rows: list[Any]) -> tuple[int, i
 def build_trainer(cfg: RewardConfig, train_rows: list[Any], n_pos: int, n_neg: int) -> Any:
     """The Trainer on tokenized training rows, with the class balance `cfg.balance` asks for."""
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     out = Path(cfg.out_dir)
     set_seed(cfg.seed)  # the new scalar head is drawn at random: the same one in every run and process
     model, tokenizer = load_reward_base(cfg.base_model)
     model.config.reward_max_length = cfg.max_length  # so score_texts reads texts the way training did
     ids = encode_texts(tokenizer, [r.text for r in train_rows], cfg.max_length)
-    dataset = Dataset.from_dict({"input_ids": ids, "labels": [float(r.label) for r in train_rows]})
+    paired = [i for i, r in enumerate(train_rows) if r.rejected is not None]
+    rejected_ids: list[list[int]] = [[] for _ in train_rows]
+    if paired:
+        for i, encoded in zip(paired, encode_texts(tokenizer, [str(train_rows[i].rejected) for i in paired],
+                                                   cfg.max_length)):
+            rejected_ids[i] = encoded
+    dataset = Dataset.from_dict({"input_ids": ids, "labels": [float(r.label) for r in train_rows],
+                                 "rejected_input_ids": rejected_ids})
     pos_weight = n_neg / n_pos if cfg.balance == "pos_weight" else None
     sample_weights = None
-    if cfg.balance == "sampler":
-        sample_weights = [0.5 / n_pos if r.label else 0.5 / n_neg for r in train_rows]
+    if cfg.balance == "sampler":  # by the item's own label: a pair's item is its positive
+        items_pos = sum(r.label for r in train_rows)
+        sample_weights = [0.5 / items_pos if r.label else 0.5 / (len(train_rows) - items_pos) for r in train_rows]
     args = TrainingArguments(**trainer_arguments(cfg, out / CHECKPOINTS), remove_unused_columns=False)
     with tensorboard_dir(out / TENSORBOARD):
         return binary_reward_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                   data_collator=DataCollatorWithPadding(tokenizer), pos_weight=pos_weight,
-                                   sample_weights=sample_weights, sampler_seed=cfg.seed)
+                                   data_collator=pair_collator(tokenizer), pos_weight=pos_weight,
+                                   pairwise_weight=cfg.pairwise_weight, sample_weights=sample_weights,
+                                   sampler_seed=cfg.seed)
 
 
 def run(cfg: RewardConfig) -> dict[str, Any]:
@@ -141,12 +169,12 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
     train_rows, heldout_rows = split_heldout(rows, cfg.heldout_fraction, cfg.seed)
     heldout_groups = {r.group for r in heldout_rows}
     references = probes.load_references(cfg.synthetic_data_dir) if cfg.synthetic_data_dir else []
-    synthetic = [LabelledText(group, text, label) for group, text, label in probes.training_examples(
-        references, {r.group for r in references} - heldout_groups, cfg.synthetic_negatives, cfg.seed)]
+    synthetic = synthetic_rows(cfg, references, {r.group for r in references} - heldout_groups)
     _check_both_labels(cfg, train_rows)  # the feedback's labels must make sense without the synthetic rows
     train_rows = train_rows + synthetic
-    n_pos = sum(r.label for r in train_rows)
-    n_neg = len(train_rows) - n_pos
+    n_pairs = sum(r.rejected is not None for r in train_rows)
+    n_pos = sum(r.label for r in train_rows)  # texts, not items: a pair's rejected text is a negative too
+    n_neg = len(train_rows) - n_pos + n_pairs
     processes = process_state()
     processes.wait_for_everyone()  # under accelerate launch: all have looked at out_dir before any writes
     resume_from = resumable_checkpoint(out / CHECKPOINTS, cfg)
@@ -162,8 +190,9 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
         "duplicates_dropped": duplicates,
         "n_synthetic": len(synthetic),
         "n_train": len(train_rows),
+        "n_train_pairs": n_pairs,
         "n_heldout": len(heldout_rows),
-        "train_positive_rate": n_pos / len(train_rows),
+        "train_positive_rate": n_pos / (n_pos + n_neg),
         "balance": cfg.balance,
         "pos_weight": trainer.pos_weight,
         "train_loss": None if math.isnan(result.training_loss) else float(result.training_loss),
