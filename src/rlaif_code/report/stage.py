@@ -33,6 +33,7 @@ from rlaif_code.report.tables import (
     delta_sentence,
     delta_table,
     domain_table,
+    exec_failure_table,
     html_table,
     load_evals,
     main_table,
@@ -101,6 +102,7 @@ class _Inputs:
     judge: dict[str, Any] | None
     dev: list[tuple[str, list[list[str]]]]
     domains: list[list[str]]
+    exec_failures: list[list[str]]
     answers: list[dict[str, str]]
     manifest: dict[str, Any]
 
@@ -154,7 +156,7 @@ def _read_inputs(run_dir: Path, cfg: ReportConfig) -> _Inputs:
     answers = sample_answers(run_dir, evals, cfg.sample_answers, cfg.seed)
     manifest = _optional_json(run_dir / "manifest.json") or {}
     return _Inputs(run_dir.name, table, deltas, versus, curve_png, curve_summary, reward, feedback, judge, dev, domains,
-                   answers, manifest)
+                   exec_failure_table(evals), answers, manifest)
 
 
 def _ppo_section(page: _Page, png: bytes, summary: dict[str, Any]) -> None:
@@ -231,6 +233,12 @@ def _render(inputs: _Inputs) -> _Page:
         page.text(f"Gorilla accuracy and exact-API match of {models} on the eval items of each domain "
                   "(small domains are a handful of items: read them as examples, not rates).")
         page.table(inputs.domains)
+    if inputs.exec_failures:
+        page.heading("Why code did not run")
+        page.text("Eval items whose code did not run to its end in the sandbox, per model, by cause (the "
+                  "reference answers' column is what the sandbox itself cannot run: missing packages, "
+                  "placeholder names, library drift).")
+        page.table(inputs.exec_failures)
     if inputs.answers:
         _answers_section(page, inputs.answers)
     if inputs.manifest:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,41 @@ def html_table(rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# (cause, what it means), checked in order against the evaluator's per-item `exec_failure` text
+_FAILURE_CAUSES = (
+    ("no code", lambda t: t.startswith("parse: empty code")),
+    ("does not parse", lambda t: t.startswith("parse:")),
+    ("package not in the exec env", lambda t: "ModuleNotFoundError" in t),
+    ("unknown model id", lambda t: "is not a valid model identifier" in t or "not in the API database" in t),
+    ("unknown pipeline task", lambda t: "Unknown task" in t),
+    ("library version drift", lambda t: "has been removed from" in t or t.startswith("run: ImportError")),
+    ("undefined name (a placeholder)", lambda t: t.startswith("run: NameError")),
+    ("timed out", lambda t: t.startswith("run: timeout")),
+    ("killed at a limit", lambda t: t.startswith("run: killed")),
+)
+
+
+def failure_cause(failure: str) -> str:
+    """The reason one snippet did not run, as a short category; else its exception's name."""
+    for cause, matches in _FAILURE_CAUSES:
+        if matches(failure):
+            return cause
+    exception = failure.removeprefix("run: ").split(":", 1)[0].strip()
+    return f"other ({exception})" if exception.isidentifier() else "other"
+
+
+def exec_failure_table(evals: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Cause x model: how many eval items' code did not run, and why (empty when no row ran code)."""
+    counted = {}
+    for name, result in evals.items():
+        failures = [item.get("exec_failure") for item in result.get("items") or [] if "exec_failure" in item]
+        if failures:
+            counted[result.get("label") or name] = Counter(failure_cause(f) for f in failures if f)
+    if not counted:
+        return []
+    causes = sorted(set().union(*counted.values()), key=lambda c: (-sum(n[c] for n in counted.values()), c))
+    rows = [["cause"] + list(counted)]
+    rows += [[cause] + [str(counts[cause]) for counts in counted.values()] for cause in causes]
+    return rows
