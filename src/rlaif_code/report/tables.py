@@ -73,11 +73,15 @@ def load_evals(run_dir: Path) -> dict[str, dict[str, Any]]:
     return evals
 
 
+def ordered(evals: dict[str, dict[str, Any]]) -> list[str]:
+    """The rows' order in every table: SFT, the baselines above the method they frame, then the rest."""
+    first = ("sft", "best_of_4", "best_of_8", "rft", "rlaif")
+    return [n for n in first if n in evals] + [n for n in evals if n not in first]
+
+
 def main_table(evals: dict[str, dict[str, Any]], metrics: list[str]) -> list[list[str]]:
-    first = ("sft", "best_of_4", "best_of_8", "rft", "rlaif")  # the baselines above the method they frame
-    order = [n for n in first if n in evals] + [n for n in evals if n not in first]
     rows = [["model", "n"] + metrics]
-    for name in order:
+    for name in ordered(evals):
         result = evals[name]
         rows.append([result.get("label") or name, str(result.get("n", ""))] + [fmt(result.get(m)) for m in metrics])
     return rows
@@ -212,7 +216,8 @@ def failure_cause(failure: str) -> str:
 def exec_failure_table(evals: dict[str, dict[str, Any]]) -> list[list[str]]:
     """Cause x model: how many eval items' code did not run, and why (empty when no row ran code)."""
     counted = {}
-    for name, result in evals.items():
+    for name in ordered(evals):
+        result = evals[name]
         failures = [item.get("exec_failure") for item in result.get("items") or [] if "exec_failure" in item]
         if failures:
             counted[result.get("label") or name] = Counter(failure_cause(f) for f in failures if f)
