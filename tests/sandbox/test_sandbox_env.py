@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from rlaif_code.cli import main
 from rlaif_code.core.artifacts import InputError
@@ -15,7 +16,9 @@ from rlaif_code.sandbox.env import PACKAGES_FILE, ExecEnvConfig, find_exec_pytho
 def test_shipped_package_list_pins_the_cpu_torch() -> None:
     packages = read_packages(PACKAGES_FILE)
     assert "torch==2.13.0" in packages.required  # any other torch pulls a multi-GB CUDA build
-    assert {"transformers", "diffusers", "sentence-transformers", "huggingface_hub"} <= set(packages.required)
+    names = {Requirement(line).name for line in packages.required}
+    assert {"transformers", "diffusers", "sentence-transformers", "huggingface_hub"} <= names
+    assert "transformers<5" in packages.required  # APIBench's answers are transformers-4 code
     assert "torchaudio" in packages.unavailable and packages.unavailable["torchaudio"]
 
 

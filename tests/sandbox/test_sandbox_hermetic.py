@@ -131,7 +131,14 @@ def test_real_mode_loads_from_a_read_only_hf_cache(tmp_path: Path) -> None:
 
     # A Hugging Face cache holding one tiny model, laid out as hub downloads leave it.
     repo = tmp_path / "hf" / "hub" / "models--tiny-org--tiny-llama"
-    save_tiny_causal_lm(repo / "snapshots" / ("0" * 40))  # safetensors saved 0600: owner-only
+    snapshot = save_tiny_causal_lm(repo / "snapshots" / ("0" * 40))  # safetensors saved 0600: owner-only
+    # Saved by this venv's transformers 5, whose tokenizer class the exec env's transformers 4
+    # (pinned for APIBench's code) lacks; the fast-tokenizer class both have reads the same file,
+    # and without the input names it would also return token_type_ids, which a causal LM refuses.
+    tokenizer_config = snapshot / "tokenizer_config.json"
+    tokenizer_config.write_text(json.dumps({**json.loads(tokenizer_config.read_text()),
+                                            "tokenizer_class": "PreTrainedTokenizerFast",
+                                            "model_input_names": ["input_ids", "attention_mask"]}))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
     code = textwrap.dedent("""
