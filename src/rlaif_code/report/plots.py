@@ -9,7 +9,7 @@ from typing import Any
 from rlaif_code.core.artifacts import read_jsonl
 
 # Per-step metrics worth a panel, in panel order, with their titles; absent ones are skipped.
-CURVES = (("reward_mean", "reward (RM logit)"), ("kl", "KL to reference"),
+CURVES = (("reward_mean", "mean reward per rollout"), ("kl", "KL to reference"),
           ("response_length", "answer length (tokens)"))
 
 
