@@ -4,29 +4,21 @@ of its BM25-nearest training (+ dev) instruction, and count exact matches of the
     .venv/bin/python results/torchhub-cpu-v3/nearest_train_api.py ~/rlaif-runs/th/data > nearest_train_api.txt
 """
 
-import json
-import re
 import sys
 from pathlib import Path
 
-import numpy as np
-from rank_bm25 import BM25Okapi
-
-
-def tokens(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
+from rlaif_code.core.artifacts import read_jsonl
+from rlaif_code.data.prompts import BM25Index
 
 
 def main(data_dir: Path) -> None:
-    def read(name: str) -> list[dict]:
-        return [json.loads(line) for line in (data_dir / name).read_text().splitlines()]
-
-    pool, items = read("train.jsonl") + read("dev.jsonl"), read("eval.jsonl")
-    index = BM25Okapi([tokens(e["instruction"]) for e in pool])
+    pool = read_jsonl(data_dir / "train.jsonl") + read_jsonl(data_dir / "dev.jsonl")
+    items = read_jsonl(data_dir / "eval.jsonl")
+    index = BM25Index([e["instruction"] for e in pool])  # the data stage's own BM25 and tokenizer
     for k in (1, 5):
         hits = 0
         for item in items:
-            nearest = np.argsort(-index.get_scores(tokens(item["instruction"])))[:k]
+            nearest = index.top_k_indices(item["instruction"], k)
             hits += item["reference_api"]["api_call"] in {pool[i]["reference_api"]["api_call"] for i in nearest}
         print(f"reference call among the {k} nearest training instructions' calls: "
               f"{hits}/{len(items)} = {100 * hits / len(items):.2f}%")

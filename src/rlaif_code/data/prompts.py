@@ -51,19 +51,26 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
-class BM25Retriever:
-    """Top-k API documents for an instruction (rank-bm25's Okapi BM25)."""
+class BM25Index:
+    """Top-k of any list of texts for a query (rank-bm25's Okapi BM25)."""
 
-    def __init__(self, api_database: list[dict[str, Any]]) -> None:
+    def __init__(self, texts: list[str]) -> None:
         from rank_bm25 import BM25Okapi
 
-        self.apis = api_database
-        self._bm25 = BM25Okapi([_tokens(json.dumps(api, ensure_ascii=False)) for api in api_database])
+        self._bm25 = BM25Okapi([_tokens(text) for text in texts])
 
     def top_k_indices(self, query: str, k: int) -> list[int]:
-        """Database positions of the k best documents, best first (ties: database order)."""
+        """Positions of the k best texts, best first (ties: list order)."""
         scores = self._bm25.get_scores(_tokens(query))
         return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+
+class BM25Retriever(BM25Index):
+    """Top-k API documents for an instruction: each database entry indexed as its JSON text."""
+
+    def __init__(self, api_database: list[dict[str, Any]]) -> None:
+        super().__init__([json.dumps(api, ensure_ascii=False) for api in api_database])
+        self.apis = api_database
 
     def top_k(self, query: str, k: int) -> list[dict[str, Any]]:
         return [self.apis[i] for i in self.top_k_indices(query, k)]
