@@ -90,9 +90,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     # not argparse choices: with `rounds: k` the stages sample-r2 .. ppo-rK exist too (execute checks the name)
     names = f"{', '.join(STAGE_ORDER)}; with rounds: k also sample-rN, feedback-rN, reward-rN, ppo-rN"
     parser.add_argument("--from", dest="from_stage", metavar="STAGE", default=None,
-                        help=f"rerun this stage and every stage after it ({names})")
+                        help=f"rerun this stage and every stage after it ({names}); an interrupted one resumes")
     parser.add_argument("--only", dest="only_stage", metavar="STAGE", default=None,
-                        help=f"rerun just this stage ({names})")
+                        help=f"rerun just this stage ({names}); an interrupted one resumes (delete its directory to start over)")
     parser.add_argument("--force", action="store_true",
                         help="reuse a run directory that another config made")
 
@@ -320,7 +320,11 @@ def execute(stages: list[StageCall], manifest: Manifest, *, from_stage: str | No
         invalid = True
         entry = manifest.entry(name)
         interrupted = entry.get("fingerprint") == current and entry.get("status") in ("running", "failed")
-        if forced or not interrupted:
+        # The stage named by --only/--from resumes too when it was interrupted: a run killed at the end of a
+        # session is restarted with the same flag, and must not throw away hours of samples or checkpoints.
+        # Stages after it rerun from scratch (their input is being remade).
+        resumable = interrupted and (not forced or name in (only_stage, from_stage))
+        if not resumable:
             # Outputs made from other inputs are stale; an interrupted stage keeps them to resume.
             for path in stage.owned:
                 shutil.rmtree(path, ignore_errors=True)

@@ -33,12 +33,14 @@ class Stubs:
         self.sections = {name: Section() for name in NAMES}
         self.calls: list[str] = []
         self.fail: set[str] = set()
+        self.found_partial: dict[str, bool] = {}  # whether a stage started with its earlier partial output
 
     def stage(self, name: str) -> StageCall:
         out = self.run_dir / name
 
         def call() -> dict[str, int]:
             self.calls.append(name)
+            self.found_partial[name] = (out / "partial").exists()
             out.mkdir(parents=True, exist_ok=True)
             (out / "partial").write_text("resumable work")
             if name in self.fail:
@@ -101,8 +103,22 @@ def test_an_interrupted_stage_resumes_from_what_it_wrote(stubs: Stubs) -> None:
     partial = stubs.run_dir / "second" / "partial"
     partial.write_text("kept for the resume")
     assert stubs.run() == ["second", "third"]
-    assert partial.read_text() == "resumable work"  # rewritten by the stage, not deleted first by the pipeline
+    assert stubs.found_partial["second"]  # the pipeline kept it; the stage resumed from it
     assert stubs.entry("second")["status"] == "done" and stubs.entry("second")["runs"] == 2
+
+
+@pytest.mark.parametrize("flag", ["only_stage", "from_stage"])
+def test_an_interrupted_stage_named_by_only_or_from_resumes_and_a_finished_one_starts_over(stubs: Stubs,
+                                                                                          flag: str) -> None:
+    stubs.fail.add("second")
+    with pytest.raises(RuntimeError, match="killed"):
+        stubs.run()
+    assert stubs.run(**{flag: "second"})[0] == "second"
+    assert stubs.found_partial["second"] and stubs.entry("second")["status"] == "done"
+    stubs.run(**{flag: "second"})  # now done: a rerun starts from an empty directory
+    assert not stubs.found_partial["second"]
+    if flag == "from_stage":
+        assert not stubs.found_partial["third"]  # a later stage's input was remade: it never resumes
 
 
 def test_a_missing_output_reruns_a_done_stage(stubs: Stubs) -> None:
