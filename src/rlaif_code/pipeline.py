@@ -92,7 +92,8 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="from_stage", metavar="STAGE", default=None,
                         help=f"rerun this stage and every stage after it ({names}); an interrupted one resumes")
     parser.add_argument("--only", dest="only_stage", metavar="STAGE", default=None,
-                        help=f"rerun just this stage ({names}); an interrupted one resumes (delete its directory to start over)")
+                        help=f"rerun just this stage ({names}); an interrupted one resumes "
+                             "(delete its directory to start over)")
     parser.add_argument("--force", action="store_true",
                         help="reuse a run directory that another config made")
 

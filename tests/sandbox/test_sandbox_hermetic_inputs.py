@@ -174,3 +174,56 @@ def test_verdicts_carry_the_stand_ins(fake_sandbox: Sandbox) -> None:
     checker = ExecutabilityChecker(fake_sandbox, workers=1)
     [verdict] = checker.check(["text = open('input.txt').read()\n"], "run")
     assert verdict.run and verdict.stand_ins == [["file", "input.txt", "text"]]
+
+
+def test_placeholder_inputs_are_bound_by_what_their_names_say(fake_sandbox: Sandbox) -> None:
+    result = _run(fake_sandbox, """
+        from urllib.request import urlopen
+        print(open(image_path, 'rb').read()[:4], open(IMAGE_PATH, 'rb').read()[:4] == b'\\x89PNG')
+        print(open(user_audio_file, 'rb').read()[:4], audio_sampling_rate)
+        print(article_text.split()[:2], question.endswith('?'), len(texts), len(image_paths))
+        print(urlopen(image_url).headers['Content-Type'])
+        def answer(context):  # an argument is bound: never a placeholder
+            return context
+        print(answer('kept'))
+    """)
+    assert result.ok, result.stderr
+    assert result.stdout.splitlines() == ["b'\\x89PNG' True", "b'RIFF' 16000", "['The', 'quick'] True 2 2",
+                                          "image/png", "kept"]
+    names = [s[1:] for s in result.stand_ins if s[0] == "name"]
+    assert names == [["IMAGE_PATH", "image path"], ["article_text", "text"], ["audio_sampling_rate", "sampling rate"],
+                     ["image_path", "image path"], ["image_paths", "image path"], ["image_url", "url"],
+                     ["question", "text"], ["texts", "text"], ["user_audio_file", "audio path"]]
+
+
+@pytest.mark.parametrize("code, missing", [
+    ("x = torch.tensor([1])", "torch"),  # a missing import is the code's error
+    ("image = preprocess_image(image_path)", "preprocess_image"),  # a helper it called but never defined
+    ("features = feature_extractor(text)", "feature_extractor"),
+    ("outputs = model(inputs)", "model"),  # nothing in the name says what it holds
+    ("from os.path import *\nprint(article_text)", "article_text"),  # a star import could define anything
+    ("print(article_text)\narticle_text = 'too late'", "article_text"),  # bound later: used before assignment
+])
+def test_a_free_name_that_is_not_an_input_still_fails(fake_sandbox: Sandbox, code: str, missing: str) -> None:
+    result = fake_sandbox.run(code)
+    assert result.exception_type == "NameError" and f"'{missing}'" in result.exception_message, result.short()
+
+
+def test_placeholders_are_not_bound_outside_hermetic_mode(fake_env: Path, tmp_path: Path) -> None:
+    with Sandbox(fake_env, mode="plain", temp_root=tmp_path) as sandbox:
+        result = sandbox.run("print(article_text)")
+    assert result.exception_type == "NameError" and result.stand_ins == []
+
+
+def test_placeholder_images_audio_and_tables_with_the_real_libraries(exec_sandbox: Sandbox) -> None:
+    result = _run(exec_sandbox, """
+        from PIL import Image
+        from sklearn.model_selection import train_test_split
+        print(Image.open(IMAGE_PATH).size, image.mode, image.size)
+        print(audio.dtype, audio.shape, round(float(abs(audio).max()), 2))
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=0)
+        print(list(X.columns), X_train.shape, y_test.shape)
+    """)
+    assert result.ok, result.stderr
+    assert result.stdout.splitlines() == ["(64, 64) RGB (64, 64)", "float32 (16000,) 0.25",
+                                          "['feature_0', 'feature_1', 'feature_2'] (3, 3) (2,)"]

@@ -147,8 +147,10 @@ def _prepare(job):
     return hooks
 
 
-def _run_snippet(job):
-    """Run the job's code as `__main__` from snippet.py in the workdir; (outcome, exit code)."""
+def _run_snippet(job, hooks=None):
+    """Run the job's code as `__main__` from snippet.py in the workdir; (outcome, exit code).
+
+    With the hermetic hooks, the snippet's placeholder inputs are bound first (placeholders.py)."""
     sys.path.insert(0, job["workdir"])
     snippet_path = os.path.join(job["workdir"], "snippet.py")
     with open(snippet_path, "w", encoding="utf-8") as handle:
@@ -160,6 +162,8 @@ def _run_snippet(job):
     sys.modules["__main__"] = main_module
     try:
         code = compile(job["code"], snippet_path, "exec")
+        if hooks is not None:
+            hooks.bind_placeholders(job["code"], main_module.__dict__)
         del job["code"]
         exec(code, main_module.__dict__)
     except SystemExit as exc:
@@ -211,7 +215,7 @@ def main():
         sys.stdout.flush()
         os._exit(0)
     main_pid = os.getpid()
-    outcome, exit_code = _run_snippet(job)
+    outcome, exit_code = _run_snippet(job, hooks)
     if os.getpid() != main_pid:
         # A child the snippet forked ran off the end of the snippet: only the main
         # process reports the outcome.

@@ -17,7 +17,9 @@ tensorflow_hub right after their modules execute, so nothing is imported early:
 Inputs the snippet reads are stood in too: a missing file it reads is made first with
 content of the kind it expects (inputs.py: images, audio, text, tables, JSON, arrays,
 model files), and http(s) fetches are answered in-process with such content (network.py:
-requests, httpx, urllib), so no socket is opened; each is recorded in `STAND_INS`.
+requests, httpx, urllib), so no socket is opened; a free name that says it is an input
+(`image_path`, `article_text`, `X`) is bound to such a stand-in (placeholders.py); each is
+recorded in `STAND_INS`.
 
 Standard library only; the patched libraries are imported by the snippet, not here.
 This module is the entry point (which module gets which patch, and the import hook);
@@ -29,10 +31,12 @@ loads them as the package `_rlaif_hermetic` from the sandbox's support folder.
 import importlib.abc
 import sys
 
-from . import inputs, network, patches
+from . import inputs, network, patches, placeholders
 from .answers import CALLS, STAND_INS, configure
 
-__all__ = ["CALLS", "STAND_INS", "install"]
+__all__ = ["CALLS", "STAND_INS", "install", "bind_placeholders"]
+
+bind_placeholders = placeholders.bind  # bootstrap.py calls it on the snippet's globals before the run
 
 _PREFIX_SCANS = ("transformers.", "diffusers.", "huggingface_hub.")
 _CONSTRUCTORS = {"SentenceTransformer": "SentenceTransformer", "CrossEncoder": "CrossEncoder",
