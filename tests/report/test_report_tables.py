@@ -35,7 +35,7 @@ def test_failures_are_counted_by_cause_per_model():
     assert failure_cause("run: KeyError: \"Unknown task audio-to-audio, available tasks are [...]\"") == \
         "unknown pipeline task"
     assert failure_cause("run: ImportError: cannot import name 'cached_download'") == "library version drift"
-    assert failure_cause("run: NameError: name 'image_path' is not defined") == "undefined name (a placeholder)"
+    assert failure_cause("run: NameError: name 'torch' is not defined") == "undefined name (no import or definition)"
     assert failure_cause("run: timeout") == "timed out"
     assert failure_cause("run: ValueError: bad shape") == "other (ValueError)"
     evals = {
@@ -46,5 +46,5 @@ def test_failures_are_counted_by_cause_per_model():
         "gorilla": {"label": "Gorilla", "items": [{"outcome": "correct"}]},  # scored without executability
     }
     assert exec_failure_table(evals) == [["cause", "SFT", "reference"], ["no code", "2", "0"],
-                                         ["undefined name (a placeholder)", "1", "1"]]
+                                         ["undefined name (no import or definition)", "1", "1"]]
     assert exec_failure_table({"gorilla": evals["gorilla"]}) == []

@@ -237,7 +237,7 @@ def _render(inputs: _Inputs) -> _Page:
         page.heading("Why code did not run")
         page.text("Eval items whose code did not run to its end in the sandbox, per model, by cause (the "
                   "reference answers' column is what the sandbox itself cannot run: missing packages, "
-                  "placeholder names, library drift).")
+                  "code that is not Python, library drift).")
         page.table(inputs.exec_failures)
     if inputs.answers:
         _answers_section(page, inputs.answers)

@@ -198,7 +198,7 @@ _FAILURE_CAUSES = (
     ("unknown model id", lambda t: "is not a valid model identifier" in t or "not in the API database" in t),
     ("unknown pipeline task", lambda t: "Unknown task" in t),
     ("library version drift", lambda t: "has been removed from" in t or t.startswith("run: ImportError")),
-    ("undefined name (a placeholder)", lambda t: t.startswith("run: NameError")),
+    ("undefined name (no import or definition)", lambda t: t.startswith("run: NameError")),
     ("timed out", lambda t: t.startswith("run: timeout")),
     ("killed at a limit", lambda t: t.startswith("run: killed")),
 )
