@@ -201,6 +201,7 @@ def test_split_hooks_load_from_the_support_folder_without_rlaif_code(minimal_pyt
                                  ["BertModel.from_pretrained", "made-up/model", "unknown"]]
         assert set(seen["modules"]) == {"_rlaif_hermetic", "_rlaif_hermetic.hooks", "_rlaif_hermetic.answers",
                                         "_rlaif_hermetic.patches", "_rlaif_hermetic.inputs",
-                                        "_rlaif_hermetic.network", "_rlaif_hermetic.content"}
+                                        "_rlaif_hermetic.network", "_rlaif_hermetic.content",
+                                        "_rlaif_hermetic.placeholders"}
         assert all(Path(f).parent == sandbox.support for f in seen["modules"].values())
         assert seen["rlaif_code"] == []
