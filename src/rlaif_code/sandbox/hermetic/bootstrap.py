@@ -6,6 +6,7 @@ script installs them (hermetic mode), drops privileges, then runs the snippet as
 only: it must work in any interpreter the exec env has.
 """
 
+import ast
 import atexit
 import builtins
 import importlib.util
@@ -161,10 +162,11 @@ def _run_snippet(job, hooks=None):
     main_module.__builtins__ = builtins
     sys.modules["__main__"] = main_module
     try:
-        code = compile(job["code"], snippet_path, "exec")
+        tree = ast.parse(job["code"], snippet_path)  # parsed once: compiled, and read for placeholders
+        code = compile(tree, snippet_path, "exec")
         if hooks is not None:
-            hooks.bind_placeholders(job["code"], main_module.__dict__)
-        del job["code"]
+            hooks.bind_placeholders(tree, main_module.__dict__)
+        del job["code"], tree
         exec(code, main_module.__dict__)
     except SystemExit as exc:
         if exc.code not in (None, 0):

@@ -153,12 +153,14 @@ TEXT = ("The quick brown fox jumps over the lazy dog.\n"
         "This is a stand-in text file made by the sandbox: the real file was not there.\n"
         "Hugging Face models read sentences like this one.\n")
 COLUMNS = ["feature_0", "feature_1", "feature_2"]
+# The stand-in table's rows: the three feature values and the binary target (CSV files and placeholders.py)
+ROWS = [(0.5 * i, i * 3, 1.0 - 0.1 * i, i % 2) for i in range(5)]
 
 
 def _table(sep):
     lines = [sep.join(COLUMNS + ["target"])]
-    for i in range(5):
-        lines.append(sep.join([f"{0.5 * i:.1f}", str(i * 3), f"{1.0 - 0.1 * i:.1f}", str(i % 2)]))
+    for a, b, c, target in ROWS:
+        lines.append(sep.join([f"{a:.1f}", str(b), f"{c:.1f}", str(target)]))
     return ("\n".join(lines) + "\n").encode()
 
 

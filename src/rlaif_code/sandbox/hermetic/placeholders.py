@@ -102,11 +102,11 @@ def free_names(tree):
 
 
 def _plural(found):
-    return any(w.endswith("s") and w not in ("news", "sr", "fs") for w in found)
+    return any(w.endswith("s") and w != "news" for w in found)
 
 
 def _table():
-    rows = [[0.5 * i, float(i * 3), 1.0 - 0.1 * i] for i in range(5)]
+    rows = [[a, float(b), c] for a, b, c, _target in content.ROWS]
     try:
         import pandas
 
@@ -122,7 +122,7 @@ def _table():
 
 
 def _labels():
-    labels = [i % 2 for i in range(5)]
+    labels = [target for *_features, target in content.ROWS]
     try:
         import numpy
 
@@ -192,13 +192,9 @@ def stand_in_for(name):
     return None
 
 
-def bind(code, namespace):
-    """Bind the placeholder inputs of `code` in `namespace` (the snippet's module globals)."""
-    try:
-        names = free_names(ast.parse(code))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return  # the run reports the parse failure itself
-    for name in names or ():
+def bind(tree, namespace):
+    """Bind the placeholder inputs of the parsed snippet `tree` in `namespace` (its module globals)."""
+    for name in free_names(tree) or ():
         if name in namespace:
             continue
         try:
