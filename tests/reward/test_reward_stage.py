@@ -11,7 +11,7 @@ from rlaif_code.core.artifacts import InputError, atomic_write_jsonl, read_jsonl
 from rlaif_code.core.config import ConfigError
 from rlaif_code.data.parse import parse_output
 from rlaif_code.reward import stage as reward
-from rlaif_code.reward.labels import LabelledText, load_feedback, split_heldout
+from rlaif_code.reward.labels import LabelledText, exact_api_within_prompt, load_feedback, split_heldout
 from rlaif_code.reward.model import (
     check_tokenizers,
     encode_texts,
@@ -144,6 +144,19 @@ def test_one_label_only_is_refused(tiny_dir, tmp_path):
     with pytest.raises(InputError, match="only accepted"):
         reward.run(RewardConfig(base_model=str(tiny_dir), feedback=str(path), out_dir=str(tmp_path / "r"),
                                 synthetic_data_dir=None))
+
+
+def test_exact_api_ranking_within_a_prompt_ignores_offsets_between_prompts():
+    # prompt a's answers all score high, b's all low: pooled, the exact answer of b ranks below every
+    # answer of a; within each prompt, both exact answers outscore their siblings
+    rows = [LabelledText("a", "a1", 1, exact=True), LabelledText("a", "a2", 1, exact=False),
+            LabelledText("b", "b1", 1, exact=True), LabelledText("b", "b2", 0, exact=False),
+            LabelledText("b", "b3", 0, exact=False), LabelledText("c", "c1", 1, exact=None)]
+    scores = [5.0, 4.0, -1.0, -2.0, -1.0, 9.0]
+    assert exact_api_within_prompt(scores, rows) == {
+        "heldout_exact_api_within_prompt": (1 + 1 + 0.5) / 3, "heldout_exact_api_within_prompt_pairs": 3}
+    assert exact_api_within_prompt(scores[:2], rows[:1] + rows[5:]) == {
+        "heldout_exact_api_within_prompt": None, "heldout_exact_api_within_prompt_pairs": 0}
 
 
 def test_heldout_split_keeps_each_prompt_on_one_side():

@@ -63,11 +63,14 @@ def reward_tables(reward: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
         [num(reward.get("n_rows")), num(reward.get("duplicates_dropped")), num(reward.get("n_synthetic")),
          num(reward.get("n_train")), num(reward.get("n_heldout")), _percent(reward.get("train_positive_rate"))]])]
     if reward.get("heldout_n"):
-        tables.append(("Held-out prompts (majority: what always predicting the commoner label scores)", [
-            ["accuracy %", "balanced accuracy %", "majority %", "ROC-AUC", "exact-API ROC-AUC"],
+        tables.append(("Held-out prompts (majority: what always predicting the commoner label scores; a sibling "
+                       "is another answer to the same prompt, one that does not call the reference API)", [
+            ["accuracy %", "balanced accuracy %", "majority %", "ROC-AUC", "exact-API ROC-AUC",
+             "exact API above a sibling %", "sibling pairs"],
             [_percent(reward.get("heldout_accuracy")), _percent(reward.get("heldout_balanced_accuracy")),
              _percent(reward.get("heldout_majority_accuracy")), num(reward.get("heldout_roc_auc")),
-             num(reward.get("heldout_exact_api_roc_auc"))]]))
+             num(reward.get("heldout_exact_api_roc_auc")), _percent(reward.get("heldout_exact_api_within_prompt")),
+             num(reward.get("heldout_exact_api_within_prompt_pairs"))]]))
     probes = dict(reward.get("probe_accuracy") or {})
     pairs = probes.pop("n_pairs", {})
     if probes:

@@ -91,6 +91,25 @@ def exact_api_auc(scores: list[float], rows: list[LabelledText]) -> float | None
     return float(roc_auc_score(flags, [score for score, _ in pairs]))
 
 
+def exact_api_within_prompt(scores: list[float], rows: list[LabelledText]) -> dict[str, Any]:
+    """Among held-out answers to the same prompt, how often one that calls the reference API outscores
+    one that does not: the ranking best-of-n and PPO's per-prompt comparison use. The pooled ROC-AUC
+    also compares answers across prompts, where a score's offset per prompt says nothing."""
+    by_group: dict[str, list[tuple[float, bool]]] = {}
+    for score, row in zip(scores, rows):
+        if row.exact is not None:
+            by_group.setdefault(row.group, []).append((score, bool(row.exact)))
+    wins = pairs = 0.0
+    for answers in by_group.values():
+        for hit_score, hit in answers:
+            for miss_score, miss in answers:
+                if hit and not miss:
+                    pairs += 1
+                    wins += 1.0 if hit_score > miss_score else 0.5 if hit_score == miss_score else 0.0
+    return {"heldout_exact_api_within_prompt": wins / pairs if pairs else None,
+            "heldout_exact_api_within_prompt_pairs": int(pairs)}
+
+
 def heldout_metrics(scores: list[float], labels: list[int]) -> dict[str, Any]:
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 

@@ -46,6 +46,7 @@ from rlaif_code.reward.labels import (
     LabelledText,
     drop_duplicates,
     exact_api_auc,
+    exact_api_within_prompt,
     feedback_path,
     heldout_metrics,
     load_feedback,
@@ -206,6 +207,7 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
                              cfg.max_length)
         metrics.update(heldout_metrics(scores, [r.label for r in heldout_rows]))
         metrics["heldout_exact_api_roc_auc"] = exact_api_auc(scores, heldout_rows)
+        metrics.update(exact_api_within_prompt(scores, heldout_rows))
     if references and heldout_groups:
         metrics["probe_accuracy"] = probes.probe_accuracies(
             probes.probe_sets(references, heldout_groups, cfg.seed),
