@@ -23,6 +23,24 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+SHIPPED_RUBRICS = sorted((Path(__file__).parents[2] / "configs" / "rubrics").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_RUBRICS, ids=lambda p: p.name)
+def test_each_shipped_rubric_loads_and_asks_only_registered_tools(path: Path) -> None:
+    # PPO's online rubrics are read by reward_source feedback: only tool questions are asked there
+    rubric = load_rubric(path)
+    assert rubric.tool_questions and all(q.by in TOOL_CHECKS for q in rubric.tool_questions)
+    assert len({q.id for q in rubric.questions}) == len(rubric.questions)
+
+
+def test_the_exec_rubric_is_the_online_rubric_plus_executes() -> None:
+    by_name = {p.stem: load_rubric(p) for p in SHIPPED_RUBRICS}
+    online, with_exec = by_name["ppo-online"], by_name["ppo-online-exec"]
+    assert [q.id for q in with_exec.questions] == [q.id for q in online.questions] + ["code_executes"]
+    assert with_exec.questions[-1].by == "executes"
+
+
 def test_default_rubric_ships_with_the_package_and_covers_the_paper_questions() -> None:
     rubric = load_rubric()
     assert default_rubric_path().is_file()
