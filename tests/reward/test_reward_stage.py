@@ -148,7 +148,7 @@ def test_one_label_only_is_refused(tiny_dir, tmp_path):
 
 def test_exact_api_ranking_within_a_prompt_ignores_offsets_between_prompts():
     # prompt a's answers all score high, b's all low: pooled, the exact answer of b ranks below every
-    # answer of a; within each prompt, both exact answers outscore their siblings
+    # answer of a; within the prompts, a1 beats a2, b1 beats b2 and ties b3 (a half)
     rows = [LabelledText("a", "a1", 1, exact=True), LabelledText("a", "a2", 1, exact=False),
             LabelledText("b", "b1", 1, exact=True), LabelledText("b", "b2", 0, exact=False),
             LabelledText("b", "b3", 0, exact=False), LabelledText("c", "c1", 1, exact=None)]

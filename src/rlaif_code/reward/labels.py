@@ -93,21 +93,21 @@ def exact_api_auc(scores: list[float], rows: list[LabelledText]) -> float | None
 
 def exact_api_within_prompt(scores: list[float], rows: list[LabelledText]) -> dict[str, Any]:
     """Among held-out answers to the same prompt, how often one that calls the reference API outscores
-    one that does not: the ranking best-of-n and PPO's per-prompt comparison use. The pooled ROC-AUC
-    also compares answers across prompts, where a score's offset per prompt says nothing."""
+    one that does not (a tie counts a half, as in ROC-AUC): the choice best-of-n makes among a prompt's
+    answers. The pooled ROC-AUC also compares answers across prompts, where a per-prompt offset of the
+    score says nothing."""
     by_group: dict[str, list[tuple[float, bool]]] = {}
     for score, row in zip(scores, rows):
         if row.exact is not None:
             by_group.setdefault(row.group, []).append((score, bool(row.exact)))
-    wins = pairs = 0.0
+    wins, pairs = 0.0, 0
     for answers in by_group.values():
-        for hit_score, hit in answers:
-            for miss_score, miss in answers:
-                if hit and not miss:
-                    pairs += 1
-                    wins += 1.0 if hit_score > miss_score else 0.5 if hit_score == miss_score else 0.0
+        hits = [score for score, exact in answers if exact]
+        misses = [score for score, exact in answers if not exact]
+        pairs += len(hits) * len(misses)
+        wins += sum(1.0 if hit > miss else 0.5 if hit == miss else 0.0 for hit in hits for miss in misses)
     return {"heldout_exact_api_within_prompt": wins / pairs if pairs else None,
-            "heldout_exact_api_within_prompt_pairs": int(pairs)}
+            "heldout_exact_api_within_prompt_pairs": pairs}
 
 
 def heldout_metrics(scores: list[float], labels: list[int]) -> dict[str, Any]:
