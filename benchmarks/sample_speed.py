@@ -1,7 +1,7 @@
 """Generation tokens/s: the sample stage's decoding loop against the earlier path, on the same prompts.
 
     python benchmarks/sample_speed.py [--model smollm2-135m] [--prompts 48] [--samples 2] [--quick]
-                                      [--new-batch 128] [--bf16] [--data DIR]
+                                      [--new-batch 128] [--bf16] [--constrained] [--data DIR]
 
 Both sides answer the same TorchHub training prompts (the data stage's train.jsonl), each
 `--samples` times (by default the demo's sample stage: 48 x 2), at temperature 0.9, top_p 0.95,
@@ -21,6 +21,9 @@ differ between the sides (other random draws), so the table shows their mean len
 new path's slots, so its ratio understates what a stage's workload gets. `--bf16` adds the new path with bfloat16
 weights (the sample stage's `dtype: auto` picks bfloat16 on a CPU with AMX, float32 on other CPUs; both
 sides of the reference comparison run in float32 so the ratio measures the decoder, not the dtype).
+`--constrained` adds the new path with the API constraint of TorchHub's database (`sample/constrained.py`) and
+its tokens/s over the unconstrained new path's; it acts only inside api_call and code fields, so give `--model`
+a TorchHub SFT model.
 """
 
 from __future__ import annotations
@@ -61,16 +64,18 @@ def old_path(model: Any, tokenizer: Any, work: list[tuple[dict[str, Any], int]],
 
 
 def new_path(model: Any, tokenizer: Any, work: list[tuple[dict[str, Any], int]], max_new: int,
-             batch_size: int) -> list[Any]:
+             batch_size: int, api_calls: list[str] | None = None) -> list[Any]:
+    from rlaif_code.sample.constrained import api_constraint
     from rlaif_code.sample.generate import generate_stream
     from rlaif_code.sample.sampling import row_seed
     from rlaif_code.sample.stage import in_length_order
 
     ordered = in_length_order(work, tokenizer, 1024)
+    hook = api_constraint(api_calls, tokenizer) if api_calls is not None else None
     return [generation for _, generation in generate_stream(
         model, tokenizer, [row["prompt"] for row, _ in ordered], batch_size=batch_size, max_new_tokens=max_new,
         temperature=TEMPERATURE, top_p=TOP_P, seeds=[row_seed(0, row["example_id"], sample_id)
-                                                     for row, sample_id in ordered])]
+                                                     for row, sample_id in ordered], adjust_logits=hook)]
 
 
 def measure(label: str, path: Callable[..., list[Any]], *args: Any) -> dict[str, Any]:
@@ -102,6 +107,9 @@ def main() -> None:
     parser.add_argument("--new-batch", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="12 prompts, 64 new tokens: about a minute")
     parser.add_argument("--bf16", action="store_true", help="also run the new path with bfloat16 weights")
+    parser.add_argument("--constrained", action="store_true",
+                        help="also run the new path with TorchHub's API constraint (sample.constrain_api); "
+                             "give --model a TorchHub SFT model, whose answers have the fields it acts in")
     args = parser.parse_args()
     n_prompts = 12 if args.quick else args.prompts
     work = [(row, sample_id) for row in training_prompts(args.data, n_prompts) for sample_id in range(args.samples)]
@@ -110,8 +118,13 @@ def main() -> None:
     models = {"float32": model}
     if args.bf16:
         models["bfloat16"] = load_causal_lm(args.model, dtype="bfloat16", device="cpu", padding_side="left")[0].eval()
-    for warm in models.values():  # first calls build the stop criteria and the '#' token set
-        new_path(warm, tokenizer, work[:2], 4, 2)
+    api_calls = None
+    if args.constrained:
+        from rlaif_code.data.apibench import api_database
+
+        api_calls = [row["api_call"] for row in api_database(args.data, "th")]
+    for warm in models.values():  # first calls build the stop criteria, the '#' token set and the token texts
+        new_path(warm, tokenizer, work[:2], 4, 2, api_calls)
     old_path(model, tokenizer, work[:2], 4, 2)
     print(f"{len(work)} answers ({n_prompts} TorchHub training prompts x {args.samples}), temperature {TEMPERATURE}, "
           f"top_p {TOP_P}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, model {args.model}")
@@ -123,6 +136,10 @@ def main() -> None:
         new = measure(f"new: our loop, {args.new_batch} in flight", new_path, model, tokenizer, work, max_new,
                       args.new_batch)
         summary.append((name, old, new))
+        if api_calls is not None:
+            constrained = measure(f"new, API-constrained, {args.new_batch} in flight", new_path, model, tokenizer,
+                                  work, max_new, args.new_batch, api_calls)
+            print(f"  constrained/new tokens/s: {constrained['tokens_per_s'] / new['tokens_per_s']:.2f}x")
         if args.bf16:
             measure(f"new, bfloat16 weights, {args.new_batch} in flight", new_path, models["bfloat16"], tokenizer, work,
                     max_new, args.new_batch)

@@ -35,6 +35,7 @@ from rlaif_code.ppo import PPOConfig
 from rlaif_code.report import ReportConfig
 from rlaif_code.reward import RewardConfig
 from rlaif_code.sample import SampleConfig
+from rlaif_code.sample.stage import with_api_database
 from rlaif_code.sft import SFTConfig
 from rlaif_code.sft.rft import RFTConfig
 from rlaif_code.synth import SynthConfig
@@ -222,8 +223,9 @@ def stage_calls(cfg: PipelineConfig, run_dir: Path) -> list[StageCall]:
     data_cfg = replace(_with_seed(cfg.data, seed), out_dir=str(d["data"]),
                        extra_train_files=[*cfg.data.extra_train_files, *extra])
     sft_cfg = replace(_with_seed(cfg.sft, seed), data_dir=str(d["data"]), out_dir=str(d["sft"]))
-    sample_cfg = replace(_with_seed(cfg.sample, seed), model=str(d["sft"]), data_dir=str(d["data"]),
-                         split="train", input_file=None, out_dir=str(d["sample"]))
+    sample_cfg = replace(with_api_database(_with_seed(cfg.sample, seed), cfg.data.hub, cfg.data.data, cfg.data.api_db),
+                         model=str(d["sft"]), data_dir=str(d["data"]), split="train", input_file=None,
+                         out_dir=str(d["sample"]))
     # The judge cache lives outside the stage's directory: a rerun of feedback after a
     # change upstream must not throw away answers that were paid for.
     feedback_cfg = replace(cfg.feedback, samples=str(d["sample"] / "samples.jsonl"), data_dir=str(d["data"]),

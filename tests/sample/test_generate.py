@@ -180,7 +180,7 @@ def test_generated_answers_stop_at_a_new_instruction_or_eos(model_and_tokenizer)
                encode(answer) + [tok.eos_token_id] + encode(" trailing"),
                encode(answer + " model" * 40)]
 
-    def scripted(rows, steps, logits):
+    def scripted(rows, steps, logits, answers):
         forced = torch.full_like(logits, float("-inf"))
         for slot, (row, t) in enumerate(zip(rows.tolist(), steps.tolist())):
             forced[slot, scripts[row][t] if t < len(scripts[row]) else filler] = 0.0

@@ -19,7 +19,7 @@ from rlaif_code.data.apibench import EVAL_FILES
 from rlaif_code.data.parse import FIELDS, format_answer
 from rlaif_code.data.source import DataSource
 from rlaif_code.evaluate.stage import EvalConfig, evaluate
-from rlaif_code.sample.stage import SampleConfig
+from rlaif_code.sample.stage import SampleConfig, with_api_database
 from rlaif_code.sample.stage import run as run_sample
 
 # How a model's row is named in tables; other names are shown as they are.
@@ -84,6 +84,11 @@ def gorilla_answers(data: str | None, eval_rows: list[dict[str, Any]], kind: str
     return [row for row in read_jsonl(path) if row.get("question_id") in wanted]
 
 
+def decoding(section: EvaluateSection, inputs: CompareInputs) -> SampleConfig:
+    """The eval answers' decoding, reading the run's API database when it is constrained."""
+    return with_api_database(section.sample, inputs.hub, inputs.data, inputs.api_db)
+
+
 def best_of_n_files(section: EvaluateSection, inputs: CompareInputs) -> dict[int, Path]:
     """n -> a responses file holding, per eval item, the reward model's favourite of the SFT model's
     first n sampled answers (ties: the earlier sample)."""
@@ -91,7 +96,7 @@ def best_of_n_files(section: EvaluateSection, inputs: CompareInputs) -> dict[int
 
     n_max = max(section.best_of_n)
     out = inputs.samples_dir / "eval_sft_candidates"
-    run_sample(replace(section.sample, seed=inputs.seed, model=str(inputs.models["sft"]),
+    run_sample(replace(decoding(section, inputs), seed=inputs.seed, model=str(inputs.models["sft"]),
                        data_dir=str(inputs.data_dir), split="eval", input_file=None, out_dir=str(out),
                        num_samples=n_max, temperature=section.best_of_n_temperature))
     candidates = read_jsonl(out / "samples.jsonl")
@@ -124,7 +129,7 @@ def run_comparison(section: EvaluateSection, inputs: CompareInputs) -> dict[str,
 
     for name, model in inputs.models.items():
         out = inputs.samples_dir / f"eval_{name}"
-        run_sample(replace(section.sample, seed=inputs.seed, model=str(model), data_dir=str(inputs.data_dir),
+        run_sample(replace(decoding(section, inputs), seed=inputs.seed, model=str(model), data_dir=str(inputs.data_dir),
                            split="eval", input_file=None, out_dir=str(out)))
         score_file(name, LABELS.get(name, name), out / "samples.jsonl")
     if section.best_of_n and inputs.reward_model is not None and "sft" in inputs.models:

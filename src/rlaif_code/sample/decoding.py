@@ -51,7 +51,8 @@ class Sampling:
     min_new_tokens: int = 0  # end tokens are held back before this many (stop strings still end an answer)
 
 
-LogitsHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (rows (b,), steps (b,), logits (b, V), answers (n_rows, T): each row's tokens so far) -> logits (b, V)
+LogitsHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def backbone_and_head(model: Any) -> tuple[Any, Any]:
@@ -120,7 +121,7 @@ class Decoder:
             early = (steps < self.sampling.min_new_tokens).nonzero()
             logits[early, self.end_ids] = float("-inf")
         if self.adjust_logits is not None:
-            logits = self.adjust_logits(rows, steps, logits)
+            logits = self.adjust_logits(rows, steps, logits, self.answers)
         log_probs = probs = None
         if self.uniforms is not None:
             log_probs = torch.log_softmax(logits / self.sampling.temperature, dim=-1)

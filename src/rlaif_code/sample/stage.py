@@ -23,7 +23,7 @@ Design choices:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
@@ -37,7 +37,9 @@ from rlaif_code.core.artifacts import (
     write_stage_record,
 )
 from rlaif_code.core.config import check, check_at_least
+from rlaif_code.core.fields import added_field
 from rlaif_code.data.parse import parse_output
+from rlaif_code.sample.constrained import ApiConstraint, api_constraint
 from rlaif_code.sample.generate import Generation, generate_stream
 from rlaif_code.sample.sampling import row_seed
 
@@ -61,6 +63,12 @@ class SampleConfig:
     seed: int = 0  # seeds the sampling (per answer: batch size and resuming change no answer)
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 on a bf16 GPU or an AMX CPU, else float32
     device: str | None = None  # None: cuda if available, else cpu
+    # Decode a string argument of a call to an API database function (a model id, a hub repo) only as a value the
+    # database passes that function (sample/constrained.py): an answer can no longer invent an id. Needs hub.
+    constrain_api: bool = added_field(False)
+    hub: str | None = added_field(None)  # whose API database constrain_api reads (hf, th, tf, custom)
+    data: str | None = added_field(None)  # Gorilla data (its API databases); None: $RLAIF_DATA, else the download cache
+    api_db: str | None = added_field(None)  # your API database (hub custom) for constrain_api
 
     # Settings that do not change which answers are written: a resumed run may differ in these.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({"max_examples", "batch_size", "device", "out_dir"})
@@ -69,6 +77,20 @@ class SampleConfig:
         check_at_least(self, 1, "num_samples", "batch_size", "max_new_tokens", "max_prompt_tokens", "max_examples")
         check(self.temperature >= 0, "temperature", f"must be at least 0 (0 = greedy), got {self.temperature!r}")
         check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p!r}")
+
+
+def with_api_database(cfg: SampleConfig, hub: str, data: str | None, api_db: str | None) -> SampleConfig:
+    """`cfg` reading the run's API database when it constrains decoding (else as it is: its record unchanged)."""
+    return replace(cfg, hub=hub, data=data, api_db=api_db) if cfg.constrain_api else cfg
+
+
+def api_hook(cfg: SampleConfig, tokenizer: Any) -> ApiConstraint | None:
+    if not cfg.constrain_api:
+        return None
+    from rlaif_code.data.apibench import api_database
+
+    assert cfg.hub is not None
+    return api_constraint([row["api_call"] for row in api_database(cfg.data, cfg.hub, cfg.api_db)], tokenizer)
 
 
 def load_prompts(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
@@ -126,6 +148,9 @@ def run(cfg: SampleConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     if (done := finished_result(out, "sample", cfg)) is not None:
         return done
+    # Checked here, not in the config: `rlaif run` fills hub in from its data section.
+    check(not cfg.constrain_api or cfg.hub is not None, "constrain_api",
+          "needs hub (hf, th, tf, or custom with api_db): the API database whose values it allows")
     source, prompts = load_prompts(cfg)
     claim_run(out, cfg, resuming=(out / SAMPLES).exists())
     (out / STAGE_FILE).unlink(missing_ok=True)  # an earlier run's record must not vouch for a file we extend
@@ -137,9 +162,11 @@ def run(cfg: SampleConfig) -> dict[str, Any]:
                 if (row["example_id"], sample_id) not in done]
         n_existing = len(prompts) * cfg.num_samples - len(todo)
         gen_tokens, gen_time, n_finished = 0, 0.0, 0
+        hook = None
         if todo:
             model, tokenizer = load_causal_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, padding_side="left")
             model.eval()
+            hook = api_hook(cfg, tokenizer)
             todo = in_length_order(todo, tokenizer, cfg.max_prompt_tokens)
             tick = time.perf_counter()
             with progress_bar(f"sample {out.name}", len(todo)) as bar:
@@ -147,7 +174,8 @@ def run(cfg: SampleConfig) -> dict[str, Any]:
                         model, tokenizer, [row["prompt"] for row, _ in todo], batch_size=cfg.batch_size,
                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                         max_prompt_tokens=cfg.max_prompt_tokens,
-                        seeds=[row_seed(cfg.seed, row["example_id"], sample_id) for row, sample_id in todo]), todo):
+                        seeds=[row_seed(cfg.seed, row["example_id"], sample_id) for row, sample_id in todo],
+                        adjust_logits=hook), todo):
                     gen_tokens += generation.n_tokens
                     n_finished += generation.finished
                     appender.write(sample_row(row, sample_id, generation))
@@ -167,5 +195,8 @@ def run(cfg: SampleConfig) -> dict[str, Any]:
         "tokens_per_s": gen_tokens / gen_time if gen_time > 0 else None,
         "wall_time_s": time.perf_counter() - wall_start,
     }
+    if hook is not None:  # what the constraint did to the answers generated now
+        metrics["api_constraint"] = {"functions": len(hook.table), "literals": hook.literals,
+                                     "overruled_steps": hook.overruled}
     write_stage_record(out, "sample", cfg, metrics=metrics, outputs=[SAMPLES])
     return metrics
