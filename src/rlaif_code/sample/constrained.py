@@ -37,6 +37,8 @@ from typing import Any, Iterable
 
 import torch
 
+from rlaif_code.sample.stops import answer_ends_for
+
 CONSTRAINED_FIELDS = frozenset({"api_call", "code"})
 QUOTES = "'\""
 CHECKED_TOKENS = 256
@@ -198,7 +200,7 @@ class TokenTexts:
     """Each token's text, and for each quote the tokens holding it, grouped by the text before it."""
 
     def __init__(self, tokenizer: Any) -> None:
-        self.texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+        self.texts = answer_ends_for(tokenizer).texts
         self.by_text: dict[str, list[int]] = {}
         self.before_quote: dict[str, dict[str, list[int]]] = {q: {} for q in QUOTES}
         self.has_quote = torch.zeros(len(self.texts), dtype=torch.bool)

@@ -33,8 +33,9 @@ class AnswerEnds:
             raise ValueError(f"stop strings {missing} lack {MARKER!r}: the cheap stop check would miss them")
         self.tokenizer = tokenizer
         self.end_ids = list(end_ids) if end_ids is not None else stop_token_ids(tokenizer)
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
-        self.marked_ids = [i for i, text in enumerate(texts) if MARKER in text]
+        # each token's own text, kept: the API constraint reads it too (decoding a vocabulary costs ~1 s)
+        self.texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+        self.marked_ids = [i for i, text in enumerate(self.texts) if MARKER in text]
         self.tail_tokens = 2 * RECENT_TOKENS
 
     def text(self, tokens: list[int]) -> str:
