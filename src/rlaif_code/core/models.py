@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.util
 import os
 import re
@@ -31,11 +32,13 @@ import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
 from rlaif_code.core.artifacts import InputError, file_sha256, read_stage_record, write_stage_record
 from rlaif_code.core.config import check_at_least, check_fraction
 from rlaif_code.core.precision import bf16_pays
+
+T = TypeVar("T")
 
 # Embedded default models: name -> (python package holding the file, file name in it).
 DEFAULT_MODELS: dict[str, tuple[str, str]] = {
@@ -364,11 +367,24 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-_STOP_CRITERIA: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+def once_per_tokenizer(build: Callable[[Any], T]) -> Callable[[Any], T]:
+    """`build(tokenizer)` computed once per live tokenizer and forgotten with it: what is built
+    from a tokenizer here scans its whole vocabulary (seconds for SmolLM2's 49k tokens)."""
+    built: "weakref.WeakKeyDictionary[Any, T]" = weakref.WeakKeyDictionary()
+
+    @functools.wraps(build)
+    def for_tokenizer(tokenizer: Any) -> T:
+        value = built.get(tokenizer)
+        if value is None:
+            value = built[tokenizer] = build(tokenizer)
+        return value
+
+    return for_tokenizer
 
 
+@once_per_tokenizer
 def stop_string_criteria(tokenizer: Any) -> Any:
-    """transformers' `StopStringCriteria` for the Gorilla stop strings, built once per tokenizer.
+    """transformers' `StopStringCriteria` for the Gorilla stop strings.
 
     Passing `stop_strings=` to `generate` rebuilds it on every call, which scans the whole
     vocabulary: about 4.5 s per call for SmolLM2's 49k tokens on a small CPU, more than the
@@ -376,11 +392,7 @@ def stop_string_criteria(tokenizer: Any) -> Any:
     """
     from transformers import StopStringCriteria
 
-    criteria = _STOP_CRITERIA.get(tokenizer)
-    if criteria is None:
-        criteria = StopStringCriteria(tokenizer, stop_strings())
-        _STOP_CRITERIA[tokenizer] = criteria
-    return criteria
+    return StopStringCriteria(tokenizer, stop_strings())
 
 
 def generation_stop_kwargs(tokenizer: Any) -> dict[str, Any]:

@@ -31,12 +31,12 @@ from __future__ import annotations
 import ast
 import bisect
 import re
-import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 
+from rlaif_code.core.models import once_per_tokenizer
 from rlaif_code.sample.stops import answer_ends_for
 
 CONSTRAINED_FIELDS = frozenset({"api_call", "code"})
@@ -212,14 +212,9 @@ class TokenTexts:
                     self.has_quote[token] = True
 
 
-_TEXTS: weakref.WeakKeyDictionary[Any, TokenTexts] = weakref.WeakKeyDictionary()
-
-
+@once_per_tokenizer
 def token_texts(tokenizer: Any) -> TokenTexts:
-    texts = _TEXTS.get(tokenizer)
-    if texts is None:
-        texts = _TEXTS[tokenizer] = TokenTexts(tokenizer)
-    return texts
+    return TokenTexts(tokenizer)
 
 
 class ApiConstraint:

@@ -11,12 +11,11 @@ exactly where `cut_at_stop` finds the first stop string.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import torch
 
-from rlaif_code.core.models import GORILLA_STOP_STRINGS, cut_at_stop, stop_token_ids
+from rlaif_code.core.models import GORILLA_STOP_STRINGS, cut_at_stop, once_per_tokenizer, stop_token_ids
 
 MARKER = "#"
 # A stop string completes within this many tokens of its last '#': "Instruction" is 11 characters,
@@ -78,12 +77,7 @@ class StopTracker:
         return ended
 
 
-_CACHED: weakref.WeakKeyDictionary[Any, AnswerEnds] = weakref.WeakKeyDictionary()
-
-
+@once_per_tokenizer
 def answer_ends_for(tokenizer: Any) -> AnswerEnds:
     """`AnswerEnds` built once per tokenizer (finding the '#' ids decodes the whole vocabulary)."""
-    ends = _CACHED.get(tokenizer)
-    if ends is None:
-        ends = _CACHED[tokenizer] = AnswerEnds(tokenizer)
-    return ends
+    return AnswerEnds(tokenizer)
