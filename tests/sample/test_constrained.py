@@ -70,6 +70,20 @@ def test_a_literal_off_every_value_is_reported_and_freed():
     assert valid and scan.field == "api_provider" and scan.calls == ()
 
 
+def test_a_call_s_later_literals_take_only_values_passed_beside_the_ones_written():
+    table = ApiValues(CALLS + ["pipeline('translation_en_to_fr', model='acme/translator')"])
+    scan, valid = _scan("<<<api_call>>>: pipeline('summarization', model='", table)
+    # A real model of another task would match no database call (Gorilla counts it a hallucination).
+    assert valid and set(scan.literal.values.sorted) == {"summarization", "acme/summarizer"}
+    scan, valid = _scan("<<<api_call>>>: pipeline(model='acme/translator', task='", table)
+    assert valid and scan.literal.values is None  # free: `task=` is no keyword the database passes a string to
+    scan, valid = _scan("<<<api_call>>>: pipeline('acme/translator', '", table)
+    assert valid and set(scan.literal.values.sorted) == {"translation_en_to_fr", "acme/translator"}
+    scan, valid = _scan("<<<code>>>: m = torch.hub.load('pytorch/vision', 'resnet18')\n"
+                        "p = pipeline('", table)  # a new call starts from all of its function's values
+    assert valid and "acme/translator" in scan.literal.values.members
+
+
 def _preferring(scripts: list[list[int]], eos: int):
     """Logits that prefer each row's script by 10 over deterministic noise (the tiny model is random)."""
     def hook(rows, steps, logits, answers):

@@ -12,6 +12,11 @@ What is constrained, and why so narrowly:
   function (`model=`, `repo_or_dir=`): `revision='main'` or `return_tensors='pt'` stay free.
 - The value may be any the database passes to that function, in any position: TorchHub's
   database writes `repo_or_dir=` and `model=`, its answers write both positionally.
+- Once a call holds a value, its later literals may only take values that one database call of
+  that function passes together with the values already written (`pipeline('summarization',
+  model=` then names a summarization model of the database): Gorilla's AST match looks for the
+  database call's arguments together, and a real task beside a real model of another task matches
+  no API (hallucination).
 
 What it guarantees: every id an answer passes to a database function is one the database has
 (`wide_resnet50`, which torchvision's hubconf lacks, can no longer be written). Not that it is
@@ -78,6 +83,7 @@ class ApiValues:
     def __init__(self, api_calls: Iterable[str]) -> None:
         values: dict[str, set[str]] = {}
         keywords: dict[str, set[str]] = {}
+        together: dict[str, set[frozenset[str]]] = {}
         for text in api_calls:
             try:
                 tree = ast.parse(text.strip())
@@ -88,13 +94,19 @@ class ApiValues:
                     continue
                 key = call_key(ast.unparse(node.func))
                 strings = [(None, a) for a in node.args] + [(k.arg, k.value) for k in node.keywords if k.arg]
+                passed = set()
                 for keyword, value in strings:
                     if isinstance(value, ast.Constant) and isinstance(value.value, str) and _usable(value.value):
-                        values.setdefault(key, set()).add(value.value)
+                        passed.add(value.value)
                         if keyword:
                             keywords.setdefault(key, set()).add(keyword)
+                if passed:
+                    values.setdefault(key, set()).update(passed)
+                    together.setdefault(key, set()).add(frozenset(passed))
         self.values = {key: Values(found) for key, found in values.items()}
         self.keywords = {key: frozenset(keywords.get(key, ())) for key in values}
+        self.together = {key: tuple(found) for key, found in together.items()}
+        self._beside: dict[tuple[str, frozenset[str]], Values] = {}
 
     def __len__(self) -> int:
         return len(self.values)
@@ -103,15 +115,27 @@ class ApiValues:
         key = call_key(dotted) if dotted else None
         return key if key in self.values else None
 
-    def values_for(self, key: str | None, argument: str) -> Values | None:
-        """The values a literal may take as the argument whose text so far is `argument`; None: free."""
+    def values_for(self, key: str | None, argument: str, written: frozenset[str] = frozenset()) -> Values | None:
+        """The values a literal may take as the argument whose text so far is `argument`, in a call that
+        already holds the values `written`; None: free."""
         if key is None:
             return None
         argument = argument.strip()
-        if not argument:
-            return self.values[key]
-        keyword = _KEYWORD.fullmatch(argument)
-        return self.values[key] if keyword and keyword.group(1) in self.keywords[key] else None
+        if argument:
+            keyword = _KEYWORD.fullmatch(argument)
+            if not (keyword and keyword.group(1) in self.keywords[key]):
+                return None
+        return self.beside(key, written) if written else self.values[key]
+
+    def beside(self, key: str, written: frozenset[str]) -> Values:
+        """The values of the database calls of `key` that pass every value in `written` (one object per
+        pair, so that its id can key a memo); all of the function's values where no call passes them all."""
+        found = self._beside.get((key, written))
+        if found is None:
+            calls = [passed for passed in self.together[key] if written <= passed]
+            found = Values(set().union(*calls)) if calls else self.values[key]
+            self._beside[(key, written)] = found
+        return found
 
 
 def _usable(value: str) -> bool:
@@ -133,7 +157,8 @@ class Scan:
     def __init__(self) -> None:
         self.field: str | None = None
         self.tail = ""  # the last characters, to find "<<<field>>>" markers
-        self.calls: tuple[str | None, ...] = ()  # the open calls' keys (None: not a database function)
+        # The open calls: each one's key (None: not a database function) and the values written in it.
+        self.calls: tuple[tuple[str | None, frozenset[str]], ...] = ()
         self.name = ""  # the dotted name being written (a "(" makes it a call)
         self.argument = ""  # the current argument's text, up to any literal
         self.literal: OpenLiteral | None = None
@@ -172,7 +197,13 @@ class Scan:
         if literal is not None:
             if char == literal.quote or char == "\n":
                 self.literal, self.argument = None, self.argument + "<str>"
-                return literal.values is None or (char == literal.quote and literal.text in literal.values.members)
+                if literal.values is None:
+                    return True
+                if char == literal.quote and literal.text in literal.values.members:
+                    key, written = self.calls[-1]
+                    self.calls = (*self.calls[:-1], (key, written | {literal.text}))
+                    return True
+                return False
             text = literal.text + char
             if literal.values is not None and not literal.values.has_prefix(text):
                 self.literal = OpenLiteral(literal.quote, text, None)
@@ -180,11 +211,11 @@ class Scan:
             self.literal = OpenLiteral(literal.quote, text, literal.values)
             return True
         if char in QUOTES:
-            key = self.calls[-1] if self.calls else None
-            self.literal = OpenLiteral(char, "", table.values_for(key, self.argument))
+            key, written = self.calls[-1] if self.calls else (None, frozenset())
+            self.literal = OpenLiteral(char, "", table.values_for(key, self.argument, written))
             self.opened += self.literal.values is not None
         elif char == "(":
-            self.calls = (*self.calls, table.key_of(self.name))
+            self.calls = (*self.calls, (table.key_of(self.name), frozenset()))
             self.argument = ""
         elif char == ")":
             self.calls, self.argument = self.calls[:-1], self.argument + ")"
