@@ -110,9 +110,27 @@ def test_api_checks(th_matcher: AstMatcher) -> None:
     assert run_check("api_matches_reference", ctx(other, th_matcher))[0] == "no"
 
 
+def test_ids_in_database_is_stricter_than_gorillas_match(th_matcher: AstMatcher) -> None:
+    # Gorilla's AST match takes 'wide_resnet50' for 'wide_resnet50_2' (a substring); hubconf has no such entry.
+    near = "torch.hub.load('pytorch/vision', 'wide_resnet50', pretrained=True)"
+    assert run_check("api_exists", ctx(answer(GOOD, api_call=near), th_matcher))[0] == "yes"
+    assert run_check("ids_in_database", ctx(answer(GOOD, api_call=near), th_matcher)) == (
+        "no", "not passed so by any database API: 'wide_resnet50'")
+    # The code is read too, and a value must come with the call's other values: vision's repo has no 'yolov5s'.
+    code = GOOD + "\nother = torch.hub.load('pytorch/vision', 'yolov5s')"
+    verdict, reason = run_check("ids_in_database", ctx(answer(code), th_matcher))
+    assert verdict == "no" and "'yolov5s'" in reason
+    assert run_check("ids_in_database", ctx(answer(GOOD), th_matcher)) == ("yes", None)
+    # Free text and strings no database function receives are not its business.
+    prose = answer(GOOD + "\nprint('wide_resnet50 is not a name')").replace("Load ResNet-18.", "It's 'resnet'.")
+    assert run_check("ids_in_database", ctx(prose, th_matcher)) == ("yes", None)
+
+
 def test_api_checks_need_the_database() -> None:
     with pytest.raises(RuntimeError, match="API database"):
         run_check("api_exists", ctx(answer(GOOD)))
+    with pytest.raises(RuntimeError, match="API database"):
+        run_check("ids_in_database", ctx(answer(GOOD)))
 
 
 def test_domain_matches_is_gorillas_correct(th_matcher: AstMatcher) -> None:

@@ -23,22 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import importlib.util
 import os
 import re
 import shutil
 import tempfile
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, TypeVar
+from typing import Any, Iterator, Literal
 
 from rlaif_code.core.artifacts import InputError, file_sha256, read_stage_record, write_stage_record
 from rlaif_code.core.config import check_at_least, check_fraction
+from rlaif_code.core.memo import once_per_object
 from rlaif_code.core.precision import bf16_pays
-
-T = TypeVar("T")
 
 # Embedded default models: name -> (python package holding the file, file name in it).
 DEFAULT_MODELS: dict[str, tuple[str, str]] = {
@@ -367,22 +364,7 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def once_per_tokenizer(build: Callable[[Any], T]) -> Callable[[Any], T]:
-    """`build(tokenizer)` computed once per live tokenizer and forgotten with it: what is built
-    from a tokenizer here scans its whole vocabulary (seconds for SmolLM2's 49k tokens)."""
-    built: "weakref.WeakKeyDictionary[Any, T]" = weakref.WeakKeyDictionary()
-
-    @functools.wraps(build)
-    def for_tokenizer(tokenizer: Any) -> T:
-        value = built.get(tokenizer)
-        if value is None:
-            value = built[tokenizer] = build(tokenizer)
-        return value
-
-    return for_tokenizer
-
-
-@once_per_tokenizer
+@once_per_object
 def stop_string_criteria(tokenizer: Any) -> Any:
     """transformers' `StopStringCriteria` for the Gorilla stop strings.
 

@@ -11,6 +11,8 @@ registered in `TOOL_CHECKS`; a rubric question names one in its `by` field.
 | imports_resolve | every imported top-level module is found in the evaluation environment |
 |  | (`importlib.util.find_spec`), and no module is used without being imported |
 | api_exists | the api_call matches some API of the hub's database (Gorilla's AST matching: not a hallucination) |
+| ids_in_database | every string the api_call and code pass to a database function (model id, repo, task) is |
+|  | one the database passes it, beside the call's other values (`sample/constrained.py`'s rule) |
 | api_matches_reference | the api_call is the example's reference API, name and required arguments (`AstResult.exact`) |
 | domain_matches | the API the call matches in the database has the reference API's domain (Gorilla's "correct") |
 | arguments_match_reference | every argument value of the reference api_call appears in the answer's call, and no |
@@ -42,9 +44,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable
 
+from rlaif_code.core.memo import once_per_object
 from rlaif_code.core.registry import Registry
 from rlaif_code.data.ast_match import AstMatcher, AstResult
 from rlaif_code.data.parse import FIELDS
+from rlaif_code.sample.constrained import ApiValues, invented_values
 
 ToolCheck = Callable[["ToolContext"], tuple[str, str | None]]
 
@@ -211,6 +215,25 @@ def check_api_exists(ctx: ToolContext) -> tuple[str, str | None]:
     result = ctx.ast_result
     if result.matched_index is None:
         return "no", ("no api_call" if result.api_call is None else "matches no API in the database")
+    return "yes", None
+
+
+@once_per_object
+def _database_values(matcher: AstMatcher) -> ApiValues:
+    return ApiValues(api.get("api_call") or "" for api in matcher.api_database)
+
+
+@TOOL_CHECKS.register("ids_in_database")
+def check_ids_in_database(ctx: ToolContext) -> tuple[str, str | None]:
+    # Stricter than api_exists: Gorilla's AST match takes 'wide_resnet50' for 'wide_resnet50_2' (a
+    # substring), and a real task beside a real model of another task for an API.
+    if ctx.matcher is None:
+        raise RuntimeError("API checks need the hub's API database (no matcher was given)")
+    if not (ctx.fields.get("api_call") or ctx.code).strip():
+        return "no", "no api_call and no code"
+    invented = invented_values(ctx.text, _database_values(ctx.matcher))
+    if invented:
+        return "no", "not passed so by any database API: " + ", ".join(repr(v) for v in invented)
     return "yes", None
 
 

@@ -41,7 +41,7 @@ from typing import Any, Iterable
 
 import torch
 
-from rlaif_code.core.models import once_per_tokenizer
+from rlaif_code.core.memo import once_per_object
 from rlaif_code.sample.stops import answer_ends_for
 
 CONSTRAINED_FIELDS = frozenset({"api_call", "code"})
@@ -243,7 +243,7 @@ class TokenTexts:
                     self.has_quote[token] = True
 
 
-@once_per_tokenizer
+@once_per_object
 def token_texts(tokenizer: Any) -> TokenTexts:
     return TokenTexts(tokenizer)
 
@@ -329,6 +329,24 @@ class ApiConstraint:
                            if not self._runs_on(t, len(rest)) and scan.copy().feed(self.tokens.texts[t], self.table))
         result = self._allowed[key] = torch.tensor(sorted(allowed), dtype=torch.long)
         return result
+
+
+def invented_values(answer: str, table: ApiValues) -> list[str]:
+    """The literals of a written answer that the constraint would not have let it write: each string
+    it passes to a database function that the database never passes there (beside the call's other
+    values). An answer decoded with the constraint has none."""
+    scan, invented, off = Scan(), [], False
+    for char in answer:
+        before = scan.literal
+        valid = scan._char(char, table)
+        if before is not None and scan.literal is None and (off or not valid):
+            invented.append(before.text)  # closed (or cut by a field marker) off every value
+            off = False
+        elif not valid:
+            off = True
+    if off and scan.literal is not None:
+        invented.append(scan.literal.text)
+    return invented
 
 
 def api_constraint(api_calls: Iterable[str], tokenizer: Any) -> ApiConstraint:

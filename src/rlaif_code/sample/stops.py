@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from rlaif_code.core.models import GORILLA_STOP_STRINGS, cut_at_stop, once_per_tokenizer, stop_token_ids
+from rlaif_code.core.memo import once_per_object
+from rlaif_code.core.models import GORILLA_STOP_STRINGS, cut_at_stop, stop_token_ids
 
 MARKER = "#"
 # A stop string completes within this many tokens of its last '#': "Instruction" is 11 characters,
@@ -77,7 +78,7 @@ class StopTracker:
         return ended
 
 
-@once_per_tokenizer
+@once_per_object
 def answer_ends_for(tokenizer: Any) -> AnswerEnds:
     """`AnswerEnds` built once per tokenizer (finding the '#' ids decodes the whole vocabulary)."""
     return AnswerEnds(tokenizer)
